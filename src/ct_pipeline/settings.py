@@ -1,0 +1,12 @@
+"""Kedro project settings."""
+
+import os
+
+from kedro.config import OmegaConfigLoader
+
+# Telemetry would try to reach the internet on every command; the project opts
+# out for everyone who runs it (the .telemetry file does the same for the CLI).
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}
