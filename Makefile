@@ -1,0 +1,51 @@
+# Two commands for a fresh machine: `make run` (the whole job on the built-in
+# phantoms) and `make test`. Both create .venv when missing.
+#
+# torch is installed first and pinned through a constraints file, so that no
+# dependency swaps it for another build. On a GPU machine override it, e.g.
+#   make run TORCH=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= $(shell cat constraints.txt)
+TORCH_INDEX ?=
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export KEDRO_DISABLE_TELEMETRY := 1
+
+.PHONY: install run test lint viz mlflow-ui bench clean-data
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	echo "$(TORCH)" > $(VENV)/constraints.txt
+	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install -q --disable-pip-version-check -c $(VENV)/constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+run: install
+	$(BIN)/kedro run
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+viz: install
+	$(BIN)/kedro viz run
+
+mlflow-ui: install
+	$(BIN)/kedro mlflow ui
+
+bench: install
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[bench]"
+	$(BIN)/python benchmarks/bench_drr.py
+	$(BIN)/python benchmarks/bench_models.py
+	$(BIN)/python benchmarks/bench_training.py
+
+clean-data:
+	find data -mindepth 2 ! -name .gitkeep -delete
+	rm -f mlflow.db

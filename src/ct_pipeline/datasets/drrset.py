@@ -1,0 +1,48 @@
+"""Kedro dataset for one patient's DRR set (projections + angles + geometry)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kedro.io import AbstractDataset, DatasetError
+
+from ct_pipeline.atomic import atomic_path
+from ct_pipeline.drr import DRRSet, Geometry
+
+
+class DRRSetDataset(AbstractDataset[DRRSet, DRRSet]):
+    """A DRRSet as one ``.npz``: arrays plus the geometry as JSON, written atomically."""
+
+    def __init__(self, filepath: str) -> None:
+        self._filepath = Path(filepath)
+
+    def load(self) -> DRRSet:
+        try:
+            with np.load(self._filepath, allow_pickle=False) as data:
+                return DRRSet(
+                    projections=data["projections"].astype(np.float32),
+                    angles_deg=data["angles_deg"].astype(np.float64),
+                    geometry=Geometry.from_dict(json.loads(str(data["geometry"]))),
+                    isocentre_mm=data["isocentre_mm"].astype(np.float64),
+                )
+        except (OSError, KeyError, ValueError) as error:
+            raise DatasetError(f"cannot read DRR set {self._filepath}: {error}") from error
+
+    def save(self, data: DRRSet) -> None:
+        with atomic_path(self._filepath) as tmp:
+            np.savez_compressed(
+                tmp,
+                projections=data.projections.astype(np.float32),
+                angles_deg=np.asarray(data.angles_deg, dtype=np.float64),
+                geometry=np.array(json.dumps(data.geometry.to_dict())),
+                isocentre_mm=np.asarray(data.isocentre_mm, dtype=np.float64),
+            )
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

@@ -1,0 +1,27 @@
+"""Helpers for Kedro partitioned inputs (dicts of loaders)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+
+def iter_partitions(
+    partitions: Mapping[str, T | Callable[[], T]], desc: str
+) -> Iterator[tuple[str, T]]:
+    """Yield (id, value) in id order, loading lazy partitions one at a time.
+
+    Within a run Kedro may hand a node the saved values or, after reloading,
+    PartitionedDataset's loaders; both are accepted.
+    """
+    for key in tqdm(sorted(partitions), desc=desc, unit="patient"):
+        value = partitions[key]
+        yield key, value() if callable(value) else value
+
+
+def load_partitions(partitions: Mapping[str, T | Callable[[], T]], desc: str) -> dict[str, T]:
+    return dict(iter_partitions(partitions, desc))
