@@ -1,0 +1,104 @@
+"""The custom Kedro datasets round-trip their data and never leave half-written files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from kedro.io import DatasetError
+
+from ct_pipeline.ct import CTVolume, save_ct
+from ct_pipeline.datasets import (
+    DRRSetDataset,
+    NiftiDataset,
+    PngDataset,
+    RawCTFolderDataset,
+    TorchDataset,
+)
+from ct_pipeline.drr import DRRSet, Geometry
+
+
+def _volume() -> CTVolume:
+    hu = np.full((6, 7, 8), -1000.0, dtype=np.float32)
+    hu[2:4, 2:5, 3:6] = 40.0
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = [-10.0, 5.0, 7.0]
+    return CTVolume(hu=hu, affine=affine)
+
+
+def test_nifti_dataset_round_trip(tmp_path):
+    dataset = NiftiDataset(str(tmp_path / "p1.nii.gz"))
+    dataset.save(_volume())
+    loaded = dataset.load()
+    np.testing.assert_allclose(loaded.hu, _volume().hu)
+    np.testing.assert_allclose(loaded.affine, _volume().affine)
+    assert [p.name for p in tmp_path.iterdir()] == ["p1.nii.gz"]
+
+
+def test_drrset_dataset_round_trip(tmp_path):
+    geometry = Geometry(detector_px=(3, 4), pixel_mm=2.0, beam="parallel")
+    drr = DRRSet(
+        projections=np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+        angles_deg=np.array([0.0, 90.0]),
+        geometry=geometry,
+        isocentre_mm=np.array([1.0, 2.0, 3.0]),
+    )
+    dataset = DRRSetDataset(str(tmp_path / "p1.npz"))
+    dataset.save(drr)
+    loaded = dataset.load()
+    np.testing.assert_array_equal(loaded.projections, drr.projections)
+    np.testing.assert_array_equal(loaded.angles_deg, drr.angles_deg)
+    np.testing.assert_array_equal(loaded.isocentre_mm, drr.isocentre_mm)
+    assert loaded.geometry == geometry
+
+
+def test_drrset_dataset_names_a_corrupt_file(tmp_path):
+    path = tmp_path / "broken.npz"
+    path.write_bytes(b"not an npz")
+    with pytest.raises(DatasetError, match="broken.npz"):
+        DRRSetDataset(str(path)).load()
+
+
+def test_raw_folder_finds_nifti_and_dicom_series_and_skips_hidden(tmp_path):
+    save_ct(_volume(), tmp_path / "alice.nii.gz")
+    save_ct(_volume(), tmp_path / "bob.nii")
+    (tmp_path / "carol").mkdir()
+    (tmp_path / "carol" / "IM0001.dcm").write_bytes(b"")
+    (tmp_path / ".gitkeep").write_text("")
+    (tmp_path / "notes.txt").write_text("not a CT")
+    loaders = RawCTFolderDataset(str(tmp_path)).load()
+    assert sorted(loaders) == ["alice", "bob", "carol"]
+    np.testing.assert_allclose(loaders["alice"]().hu, _volume().hu)
+
+
+def test_raw_folder_rejects_two_files_for_one_patient(tmp_path):
+    save_ct(_volume(), tmp_path / "alice.nii.gz")
+    save_ct(_volume(), tmp_path / "alice.nii")
+    with pytest.raises(DatasetError, match="alice"):
+        RawCTFolderDataset(str(tmp_path)).load()
+
+
+def test_empty_raw_folder_loads_as_nothing(tmp_path):
+    (tmp_path / ".gitkeep").write_text("")
+    assert RawCTFolderDataset(str(tmp_path)).load() == {}
+
+
+def test_png_and_torch_datasets_round_trip(tmp_path):
+    png = PngDataset(str(tmp_path / "a.png"))
+    png.save(b"\x89PNG fake")
+    assert png.load() == b"\x89PNG fake"
+    state = {"weights": torch.arange(3.0), "epoch": 4, "name": "tiny"}
+    checkpoint = TorchDataset(str(tmp_path / "m.pt"))
+    checkpoint.save(state)
+    loaded = checkpoint.load()
+    assert loaded["epoch"] == 4 and loaded["name"] == "tiny"
+    torch.testing.assert_close(loaded["weights"], state["weights"])
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path):
+    checkpoint = TorchDataset(str(tmp_path / "m.pt"))
+    checkpoint.save({"epoch": 1})
+    with pytest.raises(Exception):  # noqa: B017 - any pickling error will do
+        checkpoint.save({"epoch": 2, "bad": lambda: None})
+    assert checkpoint.load() == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
