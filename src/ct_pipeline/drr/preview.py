@@ -1,0 +1,107 @@
+"""Radiograph-like previews of DRRs for people to look at.
+
+Display follows a film read on a light box: attenuation is bright and the
+grey level is linear in the line integral p (film density is proportional to
+log exposure), windowed robustly so one dense marker does not wash out the
+anatomy. Rows already run superior -> inferior (DESIGN.md s.2), so the head is
+at the top without flipping.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+
+import matplotlib
+import numpy as np
+import torch
+
+from ct_pipeline.atomic import write_bytes_atomic
+from ct_pipeline.drr.geometry import view_frames
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+# Upper window edge: a high percentile of the line integrals, so a few
+# saturating pixels (metal, a marker) do not compress the rest of the image.
+_WINDOW_PERCENTILE = 99.5
+
+# Letters of the RAS+ world axes, for orientation markers at the image edges.
+_AXIS_LETTERS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def preview_image(projection: np.ndarray) -> np.ndarray:
+    """uint8 (H, W) display of one line-integral image: air black, bone bright."""
+    if projection.ndim != 2:
+        raise ValueError(f"projection must be (H, W), got shape {projection.shape}")
+    p = np.nan_to_num(projection.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    high = float(np.percentile(p, _WINDOW_PERCENTILE))
+    if high <= 0:
+        return np.zeros(p.shape, dtype=np.uint8)
+    # The lower edge is air (p = 0) so that the body outline stays visible.
+    return np.round(np.clip(p / high, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def view_label(angle_deg: float) -> str:
+    """'PA', 'AP', 'left lateral', 'right lateral' or '' for oblique views."""
+    names = {0: "PA", 90: "left lateral", 180: "AP", 270: "right lateral"}
+    wrapped = angle_deg % 360.0
+    for angle, name in names.items():
+        if min(abs(wrapped - angle), 360.0 - abs(wrapped - angle)) < 1e-6:
+            return name
+    return ""
+
+
+def _edge_letters(angle_deg: float) -> tuple[str, str]:
+    """World directions at the image's left and right edges (along -u and +u)."""
+    _, u, _ = view_frames(torch.tensor([angle_deg]))
+    u = u[0].numpy()
+    axis = int(np.argmax(np.abs(u)))
+    toward_right = _AXIS_LETTERS[axis][1] if u[axis] > 0 else _AXIS_LETTERS[axis][0]
+    toward_left = _AXIS_LETTERS[axis][0] if u[axis] > 0 else _AXIS_LETTERS[axis][1]
+    return toward_left, toward_right
+
+
+def preview_png_bytes(
+    projections: np.ndarray, angles_deg: Sequence[float], title: str | None = None
+) -> bytes:
+    """A labelled PNG strip of the views (V, H, W): angle, view name, side markers."""
+    if projections.ndim != 3 or projections.shape[0] != len(angles_deg):
+        raise ValueError(
+            f"projections must be (V, H, W) with V = {len(angles_deg)} angles, "
+            f"got shape {projections.shape}"
+        )
+    views = projections.shape[0]
+    figure, axes = plt.subplots(1, views, figsize=(2.6 * views, 3.0), squeeze=False)
+    for axis, image, angle in zip(axes[0], projections, angles_deg, strict=True):
+        axis.imshow(preview_image(image), cmap="gray", vmin=0, vmax=255)
+        name = view_label(float(angle))
+        axis.set_title(f"{float(angle):g}°" + (f" {name}" if name else ""), fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        # The world axis closest to the image's horizontal, at both edges:
+        # PA shows 'R' on the left as a chest film is read, lateral 'A' / 'P'.
+        left, right = _edge_letters(float(angle))
+        for x, letter, align in ((0.03, left, "left"), (0.97, right, "right")):
+            axis.text(
+                x, 0.96, letter, transform=axis.transAxes, color="yellow", fontsize=9,
+                ha=align, va="top", fontweight="bold",
+            )  # fmt: skip
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def save_preview_png(
+    path: str | os.PathLike[str],
+    projections: np.ndarray,
+    angles_deg: Sequence[float],
+    title: str | None = None,
+) -> None:
+    """Write the preview strip to ``path`` atomically (temp file + rename)."""
+    write_bytes_atomic(path, preview_png_bytes(projections, angles_deg, title))
