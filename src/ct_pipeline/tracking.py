@@ -1,0 +1,67 @@
+"""Where training metrics go: a small protocol and its MLflow implementation.
+
+The training library only sees ``MetricSink``. ``MlflowSink`` logs into a run
+that already exists (the Kedro node's active run): spawned DDP workers do not
+inherit MLflow's active-run state, so rank 0 gets the tracking URI and run id
+and writes through an explicit client.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+# MLflow's log_batch accepts at most 100 parameters per call.
+MLFLOW_MAX_PARAMS_PER_BATCH = 100
+
+
+@runtime_checkable
+class MetricSink(Protocol):
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
+
+
+class MlflowSink:
+    """Logs to run ``run_id`` at ``tracking_uri``; picklable (the client is made lazily)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self._client: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["tracking_uri"], state["run_id"])
+
+    @property
+    def client(self) -> Any:
+        # Imported here: mlflow takes seconds to import, and only rank 0 of a
+        # run that tracks needs it.
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(key, float(value), now, int(step)) for key, value in metrics.items()
+        ]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        # MLflow stores parameters as strings; None reads better as "null" (YAML's word).
+        batch = [
+            Param(key, "null" if value is None else str(value))
+            for key, value in params.items()
+        ]
+        self.client.log_batch(self.run_id, params=batch)

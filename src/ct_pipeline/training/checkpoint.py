@@ -1,0 +1,84 @@
+"""Atomic checkpoints that load with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of plain types (tensors, numbers, strings, lists,
+dicts): weights, optimiser, scheduler and scaler states, the last finished
+epoch, the config, the best validation PSNR and the history so far. ``last.pt``
+is rewritten every epoch; ``best.pt`` holds the weights of the best epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ct_pipeline.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def run_directory(config: TrainConfig, data_signature: Mapping[str, Any]) -> Path:
+    """``<checkpoint_dir>/<model>-<hash>``: one folder per model/data identity."""
+    return (
+        Path(config.checkpoint_dir)
+        / f"{config.model}-{config.identity_hash(data_signature)}"
+    )
+
+
+def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
+    """Write to a temporary file beside ``path`` then rename over it.
+
+    os.replace is atomic on POSIX and Windows, so a crash mid-write leaves the
+    previous checkpoint intact instead of a truncated file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            torch.save(dict(payload), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load on CPU; weights_only refuses pickled code, so a checkpoint cannot run anything."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def find_resumable(directory: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The ``last.pt`` of this run folder, or None when training starts fresh."""
+    path = directory / LAST
+    if not path.exists():
+        return None
+    checkpoint = load_checkpoint(path)
+    stored = checkpoint.get("config", {})
+    mismatched = [
+        name
+        for name in ("model", "model_overrides", "hu_window")
+        if stored.get(name) != config.to_dict()[name]
+    ]
+    if mismatched:
+        raise ValueError(
+            f"{path} was written for a different config (fields {mismatched}); remove it or change checkpoint_dir"
+        )
+    logger.info(
+        "resuming from epoch %d (%s): continuing at epoch %d",
+        checkpoint["epoch"],
+        path,
+        checkpoint["epoch"] + 1,
+    )
+    return checkpoint

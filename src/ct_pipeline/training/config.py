@@ -1,0 +1,203 @@
+"""Typed training configuration, built from the ``params:train`` dictionary."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ct_pipeline.metrics import HU_WINDOW
+from ct_pipeline.training.data import resolve_angles
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+BACKENDS = ("auto", "nccl", "gloo")
+DEVICES = ("auto", "cpu", "cuda")
+# The fields that decide what is learnt (model, inputs, target, objective, seed).
+# They key the checkpoint folder, so a run never resumes from another setup's
+# weights; schedule and hardware fields (lr, epochs, world_size...) do not.
+IDENTITY_FIELDS = (
+    "model",
+    "model_overrides",
+    "num_views",
+    "angles_deg",
+    "hu_window",
+    "loss_weights",
+    "perceptual",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything the training loop needs besides the data (see parameters_train.yml)."""
+
+    model: str = "tiny"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    batch_size_per_device: int = 2
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    epochs: int = 10
+    warmup_epochs: float = 1.0
+    grad_clip: float | None = 1.0
+    grad_accum_steps: int = 1
+    amp: str = "auto"
+    world_size: int = 1
+    backend: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    num_views: int | None = 2
+    angles_deg: list[float] | None = None
+    hu_window: tuple[float, float] = HU_WINDOW
+    loss_weights: dict[str, float] | None = None
+    perceptual: str | None = None
+    checkpoint_dir: str = "data/06_models/checkpoints"
+    validate_every: int = 1
+    dist_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"train.{name} must be an integer >= 1, got {value!r}")
+
+        for name in (
+            "batch_size_per_device",
+            "epochs",
+            "grad_accum_steps",
+            "world_size",
+            "validate_every",
+        ):
+            positive_int(name)
+        if not self.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(
+                f"train.weight_decay must be >= 0, got {self.weight_decay!r}"
+            )
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"train.warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs!r}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(
+                f"train.grad_clip must be > 0 or null (off), got {self.grad_clip!r}"
+            )
+        for name, allowed in (
+            ("amp", AMP_MODES),
+            ("backend", BACKENDS),
+            ("device", DEVICES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        if self.dist_timeout_s <= 0:
+            raise ValueError(
+                f"train.dist_timeout_s must be > 0, got {self.dist_timeout_s!r}"
+            )
+        window = tuple(float(v) for v in self.hu_window)
+        if len(window) != 2 or not window[0] < window[1]:
+            raise ValueError(
+                f"train.hu_window must be [low, high] with low < high, got {self.hu_window!r}"
+            )
+        object.__setattr__(self, "hu_window", window)
+        if self.angles_deg is not None:
+            object.__setattr__(self, "angles_deg", [float(a) for a in self.angles_deg])
+        # Raises on a missing or inconsistent view choice.
+        resolve_angles(self.num_views, self.angles_deg)
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides or {}))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
+        """Build from ``params:train``; unknown keys are an error, not silently ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown train parameters {unknown}; expected a subset of {sorted(known)}"
+            )
+        return cls(**dict(params))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (stored in checkpoints loaded with weights_only=True)."""
+        data = dataclasses.asdict(self)
+        data["hu_window"] = list(self.hu_window)
+        return data
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def angles(self) -> list[float]:
+        return resolve_angles(self.num_views, self.angles_deg)
+
+    def flat_params(
+        self, prefix: str = "train"
+    ) -> dict[str, str | float | int | bool | None]:
+        """``{"train.lr": 0.0003, "train.model_overrides.depth": 2, ...}`` for trackers."""
+        flat: dict[str, Any] = {}
+
+        def visit(key: str, value: Any) -> None:
+            if isinstance(value, Mapping):
+                for sub_key, sub_value in value.items():
+                    visit(f"{key}.{sub_key}", sub_value)
+            elif isinstance(value, (list, tuple)):
+                flat[key] = json.dumps(list(value))
+            else:
+                flat[key] = value
+
+        for name, value in self.to_dict().items():
+            visit(f"{prefix}.{name}", value)
+        return flat
+
+    def identity_hash(self, data_signature: Mapping[str, Any]) -> str:
+        """Short hash of the identity fields plus the data's signature (grid, geometry, split)."""
+        identity = {name: self.to_dict()[name] for name in IDENTITY_FIELDS}
+        identity["angles"] = self.angles
+        payload = json.dumps(
+            {"config": identity, "data": dict(data_signature)},
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def resolve_device(self) -> str:
+        """'cuda' or 'cpu'; asking for more GPUs than exist is an error."""
+        cuda = torch.cuda.is_available()
+        device = ("cuda" if cuda else "cpu") if self.device == "auto" else self.device
+        if device == "cuda":
+            available = torch.cuda.device_count() if cuda else 0
+            if self.world_size > available:
+                raise ValueError(
+                    f"train.world_size={self.world_size} needs {self.world_size} CUDA GPUs "
+                    f"(one per rank), but {available} are available; lower world_size or use device: cpu"
+                )
+        return device
+
+    def resolve_backend(self, device: str) -> str:
+        backend = (
+            ("nccl" if device == "cuda" else "gloo")
+            if self.backend == "auto"
+            else self.backend
+        )
+        if backend == "nccl" and device != "cuda":
+            raise ValueError(
+                f"train.backend nccl needs device cuda, got device {device!r}"
+            )
+        return backend
+
+    def resolve_amp(self, device: str) -> str:
+        """'off', 'bf16' or 'fp16'. CPU trains in fp32: autocast there is slow and unneeded."""
+        amp = (
+            ("bf16" if device == "cuda" else "off") if self.amp == "auto" else self.amp
+        )
+        if amp != "off" and device != "cuda":
+            raise ValueError(
+                f"train.amp {amp!r} needs device cuda (CPU trains in fp32), got {device!r}"
+            )
+        return amp

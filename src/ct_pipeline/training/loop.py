@@ -1,0 +1,128 @@
+"""``train_model``: the one call the Kedro node makes; it starts the DDP workers itself.
+
+world_size 1 trains in this process. world_size > 1 spawns one worker per
+rank with torch.multiprocessing (start method spawn: safe with CUDA and
+threads) on a rendezvous port picked free at launch; rank 0 writes its result
+to a temporary folder the parent reads back. A worker that raises or dies
+makes ``spawn`` terminate the others and fail, so a run never hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from ct_pipeline.ct.volume import CTVolume
+from ct_pipeline.drr.drrset import DRRSet
+from ct_pipeline.tracking import MetricSink
+from ct_pipeline.training.checkpoint import load_checkpoint
+from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.worker import (
+    RESULT_FILE,
+    LossFactory,
+    ModelFactory,
+    NonFiniteLossError,
+    TrainJob,
+    TrainResult,
+    build_loss_from_config,
+    build_model_from_config,
+    run_training,
+    spawned_worker,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it), for the rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def train_model(
+    volumes: dict[str, CTVolume],
+    drr_sets: dict[str, DRRSet],
+    split: dict[str, list[str]],
+    config: TrainConfig,
+    sink: MetricSink | None = None,
+    model_factory: ModelFactory = build_model_from_config,
+    loss_factory: LossFactory = build_loss_from_config,
+) -> TrainResult:
+    """Train on ``split["train"]``, validate on ``split["val"]``; returns rank 0's result.
+
+    ``model_factory(config, geometry, volume_size, spacing_mm)`` and
+    ``loss_factory(config)`` default to build_model / ReconstructionLoss; they
+    must be module-level callables when world_size > 1 (they are pickled).
+    """
+    for name in ("train", "val"):
+        if not split.get(name):
+            raise ValueError(
+                f"split[{name!r}] must list at least one patient, got {split.get(name)!r}"
+            )
+    # Fail here, in the parent, on impossible hardware requests (e.g. more GPUs than exist).
+    device = config.resolve_device()
+    backend = config.resolve_backend(device)
+    config.resolve_amp(device)
+    job = TrainJob(
+        dict(volumes),
+        dict(drr_sets),
+        dict(split),
+        config,
+        sink,
+        model_factory,
+        loss_factory,
+    )
+    if config.world_size == 1:
+        target = (
+            torch.device("cuda", torch.cuda.current_device())
+            if device == "cuda"
+            else torch.device("cpu")
+        )
+        result = run_training(job, rank=0, world_size=1, device=target)
+        assert result is not None  # rank 0 always returns its result
+        return result
+
+    with tempfile.TemporaryDirectory(prefix="ct_pipeline_ddp_") as tmp:
+        result_dir = Path(tmp)
+        port = free_port()
+        logger.info(
+            "starting %d %s workers (rendezvous 127.0.0.1:%d)",
+            config.world_size,
+            backend,
+            port,
+        )
+        try:
+            mp.spawn(
+                spawned_worker,
+                args=(config.world_size, job, backend, port, result_dir),
+                nprocs=config.world_size,
+                join=True,
+                start_method="spawn",
+            )
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as error:
+            raise _worker_failure(result_dir, error) from error
+        return TrainResult.from_payload(load_checkpoint(result_dir / RESULT_FILE))
+
+
+def _worker_failure(result_dir: Path, error: Exception) -> Exception:
+    """The first failing rank's own error, re-raised in the parent with its type where it is ours."""
+    reports = sorted(
+        (json.loads(path.read_text()) for path in result_dir.glob("error_rank*.json")),
+        key=lambda report: report["rank"],
+    )
+    if not reports:
+        return RuntimeError(f"a DDP worker died without reporting an error: {error}")
+    first = reports[0]
+    message = f"rank {first['rank']}: {first['message']}"
+    if first["type"] == NonFiniteLossError.__name__:
+        return NonFiniteLossError(message)
+    if first["type"] == ValueError.__name__:
+        return ValueError(message)
+    return RuntimeError(f"DDP worker failed with {first['type']}: {message}")

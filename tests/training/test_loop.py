@@ -1,0 +1,272 @@
+"""train_model end to end on tiny volumes: DDP equivalence, resume, failures, tracking."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from training_fixtures import (
+    dying_loss,
+    make_config,
+    make_patients,
+    poisoned_loss_call3,
+    poisoned_loss_rank1_call2,
+    stand_in_loss,
+)
+
+from ct_pipeline.training import NonFiniteLossError, train_model
+from ct_pipeline.training.worker import build_model_from_config
+
+TRAIN = [f"patient_{i:02d}" for i in range(8)]
+VAL = ["patient_08", "patient_09"]
+SPLIT = {"train": TRAIN, "val": VAL, "test": ["patient_10"]}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_patients(11)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The machine's two cores are shared; the in-process runs take one.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def ddp_and_single(data, tmp_path_factory):
+    """The same global batch (4) as 2 ranks x 2 and as 1 process x 4, tracked in MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from ct_pipeline.tracking import MlflowSink
+
+    tmp = tmp_path_factory.mktemp("ddp")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    run = client.create_run(
+        client.create_experiment(
+            "training-test", artifact_location=str(tmp / "artifacts")
+        )
+    )
+    volumes, drr_sets = data
+    two = make_config(tmp / "two", world_size=2, batch_size_per_device=2)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ddp = train_model(
+        volumes,
+        drr_sets,
+        SPLIT,
+        two,
+        MlflowSink(uri, run.info.run_id),
+        loss_factory=stand_in_loss,
+    )
+    single = train_model(
+        volumes, drr_sets, SPLIT, make_config(tmp / "one"), loss_factory=stand_in_loss
+    )
+    torch.set_num_threads(previous)
+    return {
+        "ddp": ddp,
+        "single": single,
+        "client": client,
+        "run_id": run.info.run_id,
+        "config": two,
+    }
+
+
+def test_two_ranks_end_with_identical_weights(ddp_and_single):
+    assert ddp_and_single["ddp"].max_rank_weight_diff == 0.0
+
+
+def test_two_ranks_match_one_process_with_the_same_global_batch(ddp_and_single, data):
+    ddp, single = ddp_and_single["ddp"], ddp_and_single["single"]
+    assert (
+        [h["epoch"] for h in ddp.history]
+        == [1, 2]
+        == [h["epoch"] for h in single.history]
+    )
+    torch.manual_seed(0)
+    initial = build_model_from_config(
+        ddp_and_single["config"], *_grid(data)
+    ).state_dict()
+    moved = max(
+        (ddp.best_state_dict[k] - initial[k]).abs().max().item() for k in initial
+    )
+    assert moved > 1e-3, "training should have changed the weights"
+    assert ddp.best_state_dict.keys() == single.best_state_dict.keys()
+    for name, weight in ddp.best_state_dict.items():
+        torch.testing.assert_close(
+            weight, single.best_state_dict[name], rtol=1e-4, atol=1e-5, msg=name
+        )
+    for a, b in zip(ddp.history, single.history, strict=True):
+        for key in ("train/loss", "train/l1", "val/psnr_3d", "val/ssim_3d", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+
+
+def test_mlflow_run_holds_params_and_one_point_per_epoch(ddp_and_single):
+    client, run_id = ddp_and_single["client"], ddp_and_single["run_id"]
+    run = client.get_run(run_id)
+    assert run.data.params["train.world_size"] == "2"
+    assert run.data.params["train.model"] == "tiny"
+    assert float(run.data.params["train.lr"]) == ddp_and_single["config"].lr
+    for key in (
+        "train/loss",
+        "train/l1",
+        "train/deep_supervision",
+        "val/psnr_3d",
+        "val/ssim_3d",
+        "lr",
+        "train/samples_per_s",
+    ):
+        history = client.get_metric_history(run_id, key)
+        assert sorted(m.step for m in history) == [1, 2], key  # rank 0 alone logs
+    psnr = {m.step: m.value for m in client.get_metric_history(run_id, "val/psnr_3d")}
+    assert psnr[2] == pytest.approx(ddp_and_single["ddp"].history[1]["val/psnr_3d"])
+
+
+def test_gradient_accumulation_matches_the_full_batch(data, tmp_path):
+    volumes, drr_sets = data
+    full = train_model(
+        volumes,
+        drr_sets,
+        SPLIT,
+        make_config(tmp_path / "a", epochs=1),
+        loss_factory=stand_in_loss,
+    )
+    accum = make_config(
+        tmp_path / "b", epochs=1, batch_size_per_device=2, grad_accum_steps=2
+    )
+    accumulated = train_model(
+        volumes, drr_sets, SPLIT, accum, loss_factory=stand_in_loss
+    )
+    for name, weight in full.best_state_dict.items():
+        torch.testing.assert_close(
+            weight, accumulated.best_state_dict[name], rtol=1e-4, atol=1e-5, msg=name
+        )
+
+
+class CrashAfter:
+    """A sink that fails after logging ``epoch``: an interruption after its checkpoint."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def log_params(self, params):
+        pass
+
+    def log_metrics(self, metrics, step):
+        if step == self.epoch:
+            raise KeyboardInterrupt(f"simulated interruption after epoch {step}")
+
+
+def test_resume_continues_after_the_last_finished_epoch(data, tmp_path, caplog):
+    volumes, drr_sets = data
+    config = make_config(tmp_path / "resumed", epochs=3)
+    straight = train_model(
+        volumes,
+        drr_sets,
+        SPLIT,
+        make_config(tmp_path / "straight", epochs=3),
+        loss_factory=stand_in_loss,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        train_model(
+            volumes, drr_sets, SPLIT, config, CrashAfter(1), loss_factory=stand_in_loss
+        )
+    with caplog.at_level(logging.INFO, logger="ct_pipeline.training"):
+        resumed = train_model(
+            volumes, drr_sets, SPLIT, config, loss_factory=stand_in_loss
+        )
+    assert "resuming from epoch 1" in caplog.text
+    assert resumed.start_epoch == 2
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    # Same schedule, data order and optimiser state: the interruption leaves no trace.
+    for a, b in zip(resumed.history, straight.history, strict=True):
+        assert a["train/loss"] == pytest.approx(b["train/loss"], rel=1e-5)
+    for name, weight in straight.best_state_dict.items():
+        torch.testing.assert_close(
+            weight, resumed.best_state_dict[name], rtol=1e-5, atol=1e-6, msg=name
+        )
+    assert resumed.best_val_psnr == max(h["val/psnr_3d"] for h in resumed.history)
+    assert resumed.checkpoint_paths["last"].parent.name.startswith("tiny-")
+
+
+def test_a_longer_run_extends_a_finished_one(data, tmp_path):
+    volumes, drr_sets = data
+    train_model(
+        volumes,
+        drr_sets,
+        SPLIT,
+        make_config(tmp_path, epochs=1),
+        loss_factory=stand_in_loss,
+    )
+    longer = train_model(
+        volumes,
+        drr_sets,
+        SPLIT,
+        make_config(tmp_path, epochs=2),
+        loss_factory=stand_in_loss,
+    )
+    assert longer.start_epoch == 2 and [h["epoch"] for h in longer.history] == [1, 2]
+    # A different model/data identity never picks up that checkpoint.
+    other = make_config(tmp_path, epochs=1, hu_window=(-1000.0, 2000.0))
+    assert (
+        train_model(
+            volumes, drr_sets, SPLIT, other, loss_factory=stand_in_loss
+        ).start_epoch
+        == 1
+    )
+
+
+def test_nan_loss_stops_the_run_naming_epoch_and_step(data, tmp_path):
+    volumes, drr_sets = data
+    config = make_config(tmp_path, batch_size_per_device=2)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 3"):
+        train_model(volumes, drr_sets, SPLIT, config, loss_factory=poisoned_loss_call3)
+
+
+def test_nan_on_one_rank_stops_both_ranks(data, tmp_path):
+    volumes, drr_sets = data
+    config = make_config(tmp_path, world_size=2, batch_size_per_device=1)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step 2"):
+        train_model(
+            volumes, drr_sets, SPLIT, config, loss_factory=poisoned_loss_rank1_call2
+        )
+
+
+def test_a_rank_that_dies_ends_the_run_with_an_error(data, tmp_path):
+    volumes, drr_sets = data
+    config = make_config(tmp_path, world_size=2, batch_size_per_device=1)
+    with pytest.raises(RuntimeError, match="died"):
+        train_model(volumes, drr_sets, SPLIT, config, loss_factory=dying_loss)
+
+
+@pytest.mark.skipif(
+    torch.cuda.device_count() >= 2, reason="needs a machine with fewer than 2 GPUs"
+)
+def test_more_gpus_than_exist_is_a_clear_error(data, tmp_path):
+    volumes, drr_sets = data
+    config = make_config(tmp_path, device="cuda", world_size=2, amp="off")
+    with pytest.raises(
+        ValueError,
+        match=f"needs 2 CUDA GPUs.*but {torch.cuda.device_count()} are available",
+    ):
+        train_model(volumes, drr_sets, SPLIT, config, loss_factory=stand_in_loss)
+
+
+def _grid(data):
+    volumes, drr_sets = data
+    return (
+        drr_sets[TRAIN[0]].geometry,
+        volumes[TRAIN[0]].hu.shape[0],
+        volumes[TRAIN[0]].spacing_mm[0],
+    )
+
+
+def test_history_values_are_finite(ddp_and_single):
+    for record in ddp_and_single["single"].history:
+        assert all(math.isfinite(v) for v in record.values())

@@ -1,0 +1,148 @@
+"""Shared helpers for the training tests: a tiny deterministic data set and
+module-level (so picklable for spawned ranks) loss factories.
+
+Module-level on purpose: torch.multiprocessing pickles the factories by
+module and name, and each spawned rank imports this module to rebuild them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ct_pipeline.ct.volume import CTVolume
+from ct_pipeline.drr.drrset import DRRSet
+from ct_pipeline.drr.geometry import Geometry, default_angles
+from ct_pipeline.training.config import TrainConfig
+
+SIZE = 16  # voxels per side: the smallest cube the tiny model and 3-D SSIM accept
+SPACING_MM = 24.0
+GEOMETRY = Geometry(detector_px=(16, 16), pixel_mm=36.0)
+RENDERED_ANGLES = default_angles(4)
+
+
+def make_patients(
+    n: int, seed: int = 0
+) -> tuple[dict[str, CTVolume], dict[str, DRRSet]]:
+    """``n`` patients: an ellipsoid body of random size and HU, and views derived from it."""
+    rng = np.random.default_rng(seed)
+    axis = (np.arange(SIZE) - (SIZE - 1) / 2) / (SIZE / 2)
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    affine = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
+    affine[:3, 3] = -SPACING_MM * (SIZE - 1) / 2
+    volumes, drr_sets = {}, {}
+    for index in range(n):
+        radii = rng.uniform(0.4, 0.9, size=3)
+        inside = (x / radii[0]) ** 2 + (y / radii[1]) ** 2 + (z / radii[2]) ** 2 <= 1
+        hu = np.where(inside, rng.uniform(-100, 400), -1000.0).astype(np.float32)
+        volume = CTVolume(hu, affine)
+        mu = np.clip(0.02 * (1 + hu / 1000), 0, None) * SPACING_MM
+        # Axis-aligned line integrals stand in for rendered DRRs (training needs
+        # views that depend on the volume, not exact geometry); the 45 and 135
+        # degree slots reuse rotated copies.
+        sums = [
+            mu.sum(axis=1),
+            np.rot90(mu, axes=(0, 1)).sum(axis=1),
+            mu.sum(axis=0),
+            mu.sum(axis=1).T,
+        ]
+        projections = np.stack([np.rot90(s) for s in sums]).astype(np.float32)
+        pid = f"patient_{index:02d}"
+        volumes[pid] = volume
+        drr_sets[pid] = DRRSet(
+            projections, np.asarray(RENDERED_ANGLES), GEOMETRY, volume.centre_mm
+        )
+    return volumes, drr_sets
+
+
+def make_config(checkpoint_dir: Path, **changes: object) -> TrainConfig:
+    base = dict(
+        model="tiny",
+        num_views=2,
+        batch_size_per_device=4,
+        lr=2e-3,
+        epochs=2,
+        warmup_epochs=0.5,
+        device="cpu",
+        world_size=1,
+        checkpoint_dir=str(checkpoint_dir),
+        loss_weights={"l1": 1.0, "deep_supervision": 0.2},
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+class StandInLoss(nn.Module):
+    """L1 plus deep-supervised L1: the loss API's shape, until ReconstructionLoss lands."""
+
+    def forward(
+        self, output: dict, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        l1 = (output["volume"] - target).abs().mean()
+        deep = sum(
+            (pred - nn.functional.adaptive_avg_pool3d(target, pred.shape[2:]))
+            .abs()
+            .mean()
+            for pred in output["deep"]
+        )
+        deep = deep / max(1, len(output["deep"]))
+        terms = {"l1": l1.detach(), "deep_supervision": torch.as_tensor(deep).detach()}
+        return l1 + 0.2 * deep, terms
+
+
+def stand_in_loss(config: TrainConfig) -> nn.Module:
+    return StandInLoss()
+
+
+class PoisonedLoss(nn.Module):
+    """Returns NaN on its ``at_call``-th call, on ``rank`` only (None: every rank)."""
+
+    def __init__(self, at_call: int, rank: int | None) -> None:
+        super().__init__()
+        self.inner, self.calls, self.at_call, self.rank = (
+            StandInLoss(),
+            0,
+            at_call,
+            rank,
+        )
+
+    def forward(
+        self, output: dict, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.calls += 1
+        total, terms = self.inner(output, target)
+        this_rank = dist.get_rank() if dist.is_initialized() else 0
+        if self.calls == self.at_call and self.rank in (None, this_rank):
+            total = total * float("nan")
+        return total, terms
+
+
+def poisoned_loss_rank1_call2(config: TrainConfig) -> nn.Module:
+    return PoisonedLoss(at_call=2, rank=1)
+
+
+def poisoned_loss_call3(config: TrainConfig) -> nn.Module:
+    return PoisonedLoss(at_call=3, rank=None)
+
+
+class DyingLoss(StandInLoss):
+    """Rank 1 exits abruptly (no exception, no report) on its second call."""
+
+    calls = 0
+
+    def forward(
+        self, output: dict, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.calls += 1
+        if self.calls == 2 and dist.get_rank() == 1:
+            os._exit(3)
+        return super().forward(output, target)
+
+
+def dying_loss(config: TrainConfig) -> nn.Module:
+    return DyingLoss()
