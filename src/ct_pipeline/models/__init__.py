@@ -1,0 +1,22 @@
+"""Reconstruction networks: the hybrid CNN-ViT, its ablations and the CNN-only
+U-Net baseline. ``build_model(name, geometry, volume_size, spacing_mm, **overrides)``."""
+
+from ct_pipeline.models.configs import (
+    CONFIGS,
+    ModelConfig,
+    count_parameters,
+    get_config,
+)
+from ct_pipeline.models.hybrid import ReconstructionNet, build_model
+from ct_pipeline.models.inspect import attention_maps, plot_attention
+
+__all__ = [
+    "CONFIGS",
+    "ModelConfig",
+    "ReconstructionNet",
+    "attention_maps",
+    "build_model",
+    "count_parameters",
+    "get_config",
+    "plot_attention",
+]

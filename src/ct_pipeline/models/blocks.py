@@ -1,0 +1,106 @@
+"""Convolutional 3-D building blocks of the reconstruction U-Net.
+
+Every block maps (B, C_in, D, H, W) -> (B, C_out, D, H, W). GroupNorm rather
+than BatchNorm: the demo trains at batch 2, where batch statistics are noise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups that divide ``channels``."""
+    groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+class ConvNormAct3d(nn.Sequential):
+    """3x3x3 conv -> GroupNorm -> GELU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
+            group_norm(out_channels),
+            nn.GELU(),
+        )
+
+
+class ResidualDenseBlock3d(nn.Module):
+    """Residual dense block (Zhang et al. 2018): densely connected convs, local
+    1x1x1 fusion, and a residual from a 1x1x1 projection of the input."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, growth: int, layers: int = 3
+    ) -> None:
+        super().__init__()
+        if min(in_channels, out_channels, growth, layers) < 1:
+            raise ValueError(
+                "ResidualDenseBlock3d expects positive in/out channels, growth and layers, got "
+                f"{in_channels}, {out_channels}, {growth}, {layers}"
+            )
+        self.project = nn.Conv3d(in_channels, out_channels, 1)
+        self.dense = nn.ModuleList(
+            ConvNormAct3d(out_channels + i * growth, growth) for i in range(layers)
+        )
+        self.fuse = nn.Conv3d(out_channels + layers * growth, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.project(x)  # (B, C_out, D, H, W)
+        features = [x]
+        for layer in self.dense:
+            features.append(layer(torch.cat(features, dim=1)))
+        return x + self.fuse(torch.cat(features, dim=1))
+
+
+class ConvBlock3d(nn.Module):
+    """Plain residual double conv: the ablation of ``ResidualDenseBlock3d``."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.project = nn.Conv3d(in_channels, out_channels, 1)
+        self.body = nn.Sequential(
+            ConvNormAct3d(out_channels, out_channels),
+            ConvNormAct3d(out_channels, out_channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.project(x)
+        return x + self.body(x)
+
+
+def conv_block(
+    in_channels: int, out_channels: int, residual_dense: bool, growth: int
+) -> nn.Module:
+    """The U-Net's local block, switchable for the residual-dense ablation."""
+    if residual_dense:
+        return ResidualDenseBlock3d(in_channels, out_channels, growth)
+    return ConvBlock3d(in_channels, out_channels)
+
+
+class AttentionGate3d(nn.Module):
+    """Additive attention gate on a skip connection (Oktay et al. 2018).
+
+    The decoder's gating signal g (same grid as the skip x) decides, voxel by
+    voxel, how much of the skip passes: x * sigmoid(psi(relu(Wx x + Wg g))).
+    """
+
+    def __init__(
+        self, skip_channels: int, gate_channels: int, inter_channels: int
+    ) -> None:
+        super().__init__()
+        self.theta = nn.Conv3d(skip_channels, inter_channels, 1, bias=False)
+        self.phi = nn.Conv3d(gate_channels, inter_channels, 1)
+        self.psi = nn.Conv3d(inter_channels, 1, 1)
+
+    def forward(self, skip: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        if skip.shape[2:] != gate.shape[2:]:
+            raise ValueError(
+                f"attention gate expects skip and gate on one grid, got {tuple(skip.shape)} "
+                f"and {tuple(gate.shape)}"
+            )
+        alpha = torch.sigmoid(
+            self.psi(torch.relu(self.theta(skip) + self.phi(gate)))
+        )  # (B, 1, ...)
+        return skip * alpha

@@ -1,0 +1,104 @@
+"""Named model sizes and the switches used for ablations.
+
+tiny: unit tests (seconds on CPU at 16^3-32^3); small: the CPU demo (32^3
+volume, 64 x 64 detector); medical: ~85 M parameters at 128^3 for GPUs. The
+"unet_*" names are the CNN-only enhanced U-Net baseline: the same code with the
+transformer parts (Swin and cross-view attention) switched off. Parameter
+counts are computed (``count_parameters``), never written down by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Per-level widths (levels 1, 1/2, 1/4, 1/8) and component switches."""
+
+    encoder_channels: tuple[int, int, int, int]  # 2-D encoder, per detector scale
+    channels: tuple[int, int, int, int]  # 3-D U-Net, per volume level
+    lift_channels: tuple[int, int, int, int]  # lifted features entering each level
+    cross_view_heads: int = 2
+    head_dim: int = 16  # Swin heads = channels // head_dim
+    window: int = 4
+    swin_depth: int = 2  # blocks per Swin stage: plain + shifted
+    swin_levels: tuple[int, ...] = (
+        2,
+        3,
+    )  # middle encoder/decoder levels and bottleneck
+    mlp_ratio: float = 2.0
+    swin: bool = True
+    cross_view: bool = True
+    residual_dense: bool = True
+    attention_gates: bool = True
+    deep_supervision: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("encoder_channels", "channels", "lift_channels"):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, value)
+            if len(value) != 4 or min(value) < 1:
+                raise ValueError(f"{name} needs 4 positive widths, got {value}")
+        object.__setattr__(self, "swin_levels", tuple(self.swin_levels))
+        if any(level not in range(4) for level in self.swin_levels):
+            raise ValueError(f"swin_levels must be within 0..3, got {self.swin_levels}")
+        if self.encoder_channels[3] % (4 * self.cross_view_heads):
+            raise ValueError(
+                "encoder_channels[3] must be divisible by 4 * cross_view_heads, got "
+                f"{self.encoder_channels[3]} and {self.cross_view_heads}"
+            )
+
+
+_HYBRID: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        encoder_channels=(8, 8, 16, 16),
+        channels=(8, 8, 16, 16),
+        lift_channels=(4, 4, 8, 8),
+        head_dim=8,
+    ),
+    "small": ModelConfig(
+        encoder_channels=(8, 16, 24, 32),
+        channels=(8, 16, 32, 48),
+        lift_channels=(8, 8, 16, 16),
+    ),
+    "medical": ModelConfig(
+        encoder_channels=(64, 128, 256, 512),
+        channels=(64, 160, 352, 704),
+        lift_channels=(32, 64, 128, 192),
+        cross_view_heads=8,
+        head_dim=32,
+        mlp_ratio=4.0,
+    ),
+}
+CONFIGS: dict[str, ModelConfig] = {
+    **_HYBRID,
+    **{
+        f"unet_{name}": replace(cfg, swin=False, cross_view=False)
+        for name, cfg in _HYBRID.items()
+    },
+}
+
+
+def get_config(name: str, **overrides: object) -> ModelConfig:
+    """The named config with ``overrides`` (any ModelConfig field) applied."""
+    if name not in CONFIGS:
+        raise ValueError(
+            f"unknown model config {name!r}, expected one of {sorted(CONFIGS)}"
+        )
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(
+            f"unknown model overrides {sorted(unknown)}, expected some of {sorted(known)}"
+        )
+    return replace(CONFIGS[name], **overrides)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    """Number of (trainable) parameters of ``model``."""
+    return sum(
+        p.numel() for p in model.parameters() if p.requires_grad or not trainable_only
+    )

@@ -1,0 +1,137 @@
+"""The hybrid CNN-ViT reconstructor: views -> 2-D encoder -> cross-view
+attention -> geometric lifting at 4 scales -> 3-D (Swin) U-Net -> volume."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from ct_pipeline.drr.geometry import Geometry
+from ct_pipeline.models.configs import ModelConfig, count_parameters, get_config
+from ct_pipeline.models.cross_view import CrossViewAttention
+from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE, XrayEncoder2d
+from ct_pipeline.models.lifting import GeometricLifting
+from ct_pipeline.models.swin3d import WindowAttention3d
+from ct_pipeline.models.unet3d import LEVELS, UNet3d
+
+logger = logging.getLogger(__name__)
+
+
+class ReconstructionNet(nn.Module):
+    """``model(views (B, V, H, W), angles_deg (V,))`` -> {"volume", "deep", "attention"}.
+
+    "volume" is (B, 1, n, n, n) in [0, 1] on the cube of ``volume_size`` voxels
+    at ``spacing_mm`` centred on the isocentre (RAS+, the preprocessed CT grid);
+    "deep" the coarser predictions at n/2, n/4, n/8 (empty without deep
+    supervision); "attention" the attention weights when asked for, else None.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        geometry: Geometry,
+        volume_size: int,
+        spacing_mm: float,
+    ) -> None:
+        super().__init__()
+        if volume_size % 2 ** (LEVELS - 1) or volume_size < 2 ** (LEVELS - 1):
+            raise ValueError(
+                f"volume_size must be a positive multiple of 8, got {volume_size}"
+            )
+        if spacing_mm <= 0:
+            raise ValueError(f"spacing_mm must be > 0, got {spacing_mm}")
+        self.config, self.geometry = config, geometry
+        self.volume_size, self.spacing_mm = volume_size, spacing_mm
+        enc = config.encoder_channels
+        self.encoder = XrayEncoder2d(enc)
+        self.cross_view = (
+            CrossViewAttention(enc[3], config.cross_view_heads)
+            if config.cross_view
+            else None
+        )
+        # Level 0 also lifts the normalised raw projection: a plain back-projection channel.
+        lift_in = (enc[0] + 1, *enc[1:])
+        self.lifts = nn.ModuleList(
+            GeometricLifting(
+                geometry,
+                volume_size // 2**level,
+                spacing_mm * 2**level,
+                lift_in[level],
+                config.lift_channels[level],
+            )
+            for level in range(LEVELS)
+        )
+        self.unet = UNet3d(config, volume_size)
+
+    def forward(
+        self,
+        views: torch.Tensor,
+        angles_deg: torch.Tensor,
+        return_attention: bool = False,
+    ) -> dict[str, object]:
+        if views.ndim != 4 or tuple(views.shape[2:]) != self.geometry.detector_px:
+            raise ValueError(
+                f"expected views (B, V, {self.geometry.detector_px[0]}, "
+                f"{self.geometry.detector_px[1]}), got {tuple(views.shape)}"
+            )
+        b, v, h, w = views.shape
+        if angles_deg.shape != (v,):
+            raise ValueError(
+                f"expected angles_deg of shape ({v},), got {tuple(angles_deg.shape)}"
+            )
+        attention_modules = self._attention_modules()
+        for module in attention_modules.values():
+            module.record = return_attention
+        features = [
+            f.view(b, v, *f.shape[1:])
+            for f in self.encoder(views.reshape(b * v, 1, h, w))
+        ]
+        features[0] = torch.cat(
+            [features[0], views[:, :, None] / LINE_INTEGRAL_SCALE], dim=2
+        )
+        if self.cross_view is not None:
+            features[3] = self.cross_view(features[3], angles_deg)
+        lifted = [
+            lift(f, angles_deg) for lift, f in zip(self.lifts, features, strict=True)
+        ]
+        logits, coarse = self.unet(lifted)
+        attention = None
+        if return_attention:
+            attention = {name: m.last_weights for name, m in attention_modules.items()}
+            for module in attention_modules.values():
+                module.record, module.last_weights = False, None
+        return {
+            "volume": torch.sigmoid(logits),
+            "deep": [torch.sigmoid(c) for c in coarse],
+            "attention": attention,
+        }
+
+    def _attention_modules(self) -> dict[str, nn.Module]:
+        return {
+            name: m
+            for name, m in self.named_modules()
+            if isinstance(m, (CrossViewAttention, WindowAttention3d))
+        }
+
+
+def build_model(
+    name: str,
+    geometry: Geometry,
+    volume_size: int,
+    spacing_mm: float,
+    **overrides: object,
+) -> ReconstructionNet:
+    """The named config ("tiny", "small", "medical", "unet_tiny", ...) with
+    ``overrides`` of any ModelConfig field (e.g. swin=False for an ablation)."""
+    model = ReconstructionNet(
+        get_config(name, **overrides), geometry, volume_size, spacing_mm
+    )
+    logger.info(
+        "built model %s (%s) with %d parameters",
+        name,
+        overrides or "defaults",
+        count_parameters(model),
+    )
+    return model

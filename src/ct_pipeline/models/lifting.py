@@ -1,0 +1,98 @@
+"""Geometry-aware 2-D -> 3-D lifting: a learned, multi-channel back-projection.
+
+For each voxel centre of the output grid (a cube of ``size`` voxels at
+``spacing_mm``, centred on the isocentre, RAS+: array axes i -> R, j -> A,
+k -> S) the lifting finds its detector position on every view with
+``geometry.project_points`` -- the very function the renderer's rays invert --
+and samples that view's feature map there (bilinear, zeros off the detector).
+A feature seen at one detector pixel therefore lands on the voxels of that
+pixel's ray. Views are fused by their mean and maximum, so any number of views
+at any angles works with the same weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ct_pipeline.drr.geometry import Geometry, project_points
+
+
+def voxel_centres_mm(size: int, spacing_mm: float) -> torch.Tensor:
+    """(size^3, 3) RAS+ mm offsets from the isocentre, in (i, j, k) C order."""
+    axis = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) * spacing_mm
+    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
+    return grid.reshape(-1, 3)
+
+
+def sampling_grid(
+    geometry: Geometry, angles_deg: torch.Tensor, points_mm: torch.Tensor
+) -> torch.Tensor:
+    """``grid_sample`` coordinates (V, N, 2) as (x = column, y = row) in [-1, 1].
+
+    With align_corners=False, -1 and +1 are the detector's outer edges, so
+    (col + 0.5) / W * 2 - 1 is right at every scale whose grid is the detector
+    halved s times (feature pixel centres sit at 2^s j + (2^s - 1) / 2).
+    """
+    rows, cols = geometry.detector_px
+    iso = torch.zeros(3, dtype=torch.float64)
+    rc = project_points(
+        points_mm, geometry, angles_deg.detach().cpu(), iso
+    )  # (V, N, 2)
+    x = (rc[..., 1] + 0.5) / cols * 2 - 1
+    y = (rc[..., 0] + 0.5) / rows * 2 - 1
+    return torch.stack([x, y], dim=-1).float()
+
+
+def sample_views(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """features (B, V, C, h, w), grid (V, N, 2) -> per-view samples (B, V, C, N)."""
+    b, v, c, h, w = features.shape
+    if grid.shape[0] != v:
+        raise ValueError(f"grid has {grid.shape[0]} views, features have {v}")
+    flat = features.reshape(b * v, c, h, w)
+    g = grid.to(features)[None].expand(b, -1, -1, -1).reshape(b * v, 1, -1, 2)
+    out = F.grid_sample(
+        flat, g, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return out.view(b, v, c, -1)
+
+
+class GeometricLifting(nn.Module):
+    """Lifts (B, V, C, h, w) view features to (B, C_out, n, n, n) on one grid level.
+
+    The sampling grid depends only on the angles, so it is cached per angle
+    set (a plain dict, not state: it is rebuilt on another device or process).
+    """
+
+    def __init__(
+        self,
+        geometry: Geometry,
+        size: int,
+        spacing_mm: float,
+        in_channels: int,
+        out_channels: int,
+    ) -> None:
+        super().__init__()
+        self.geometry, self.size, self.spacing_mm = geometry, size, spacing_mm
+        self.fuse = nn.Conv3d(2 * in_channels, out_channels, 1)
+        self._grids: dict[tuple, torch.Tensor] = {}
+
+    def grid(self, angles_deg: torch.Tensor, device: torch.device) -> torch.Tensor:
+        key = (tuple(round(a, 6) for a in angles_deg.tolist()), str(device))
+        if key not in self._grids:
+            points = voxel_centres_mm(self.size, self.spacing_mm)
+            self._grids[key] = sampling_grid(self.geometry, angles_deg, points).to(
+                device
+            )
+        return self._grids[key]
+
+    def forward(self, features: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+        samples = sample_views(
+            features, self.grid(angles_deg, features.device)
+        )  # (B, V, C, N)
+        fused = torch.cat(
+            [samples.mean(dim=1), samples.amax(dim=1)], dim=1
+        )  # (B, 2C, N)
+        n = self.size
+        return self.fuse(fused.view(fused.shape[0], -1, n, n, n))
