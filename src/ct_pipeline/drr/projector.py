@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.geometry import Geometry, rays
-from ct_pipeline.drr.physics import hu_to_mu
+from ct_pipeline.drr.physics import add_poisson_noise, detector_blur, hu_to_mu
 
 logger = logging.getLogger(__name__)
 
@@ -157,8 +157,16 @@ def render_drrs(
     angles_deg: list[float] | np.ndarray,
     mu_water_per_mm: float = 0.02,
     device: str | torch.device | None = None,
+    *,
+    photons_per_pixel: float | None = None,
+    blur_sigma_px: float = 0.0,
+    seed: int = 0,
 ) -> np.ndarray:
-    """DRRs of a CT: (V, H, W) float32 line integrals, isocentre at its centre."""
+    """DRRs of a CT: (V, H, W) float32 line integrals, isocentre at its centre.
+
+    Realism is off by default; ``photons_per_pixel`` adds seeded Poisson noise
+    and ``blur_sigma_px`` a detector blur (see physics.py).
+    """
     mu = hu_to_mu(
         torch.from_numpy(np.ascontiguousarray(ct.hu, dtype=np.float32)), mu_water_per_mm
     )
@@ -167,4 +175,10 @@ def render_drrs(
     logger.debug("rendering %d views of a %s volume", len(angles_deg), tuple(mu.shape))
     with torch.no_grad():
         images = project(mu, ct.affine, geometry, angles_deg, ct.centre_mm)
-    return images.cpu().numpy()
+    projections = images.cpu().numpy()
+    if photons_per_pixel is not None:
+        projections = add_poisson_noise(projections, photons_per_pixel, seed)
+    if blur_sigma_px > 0:
+        # Light spreads in the scintillator after the photons were counted.
+        projections = detector_blur(projections, blur_sigma_px)
+    return projections
