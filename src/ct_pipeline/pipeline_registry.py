@@ -1,12 +1,36 @@
-"""Project pipelines: one per stage, ``__default__`` runs them all."""
+"""Project pipelines: one per stage; ``__default__`` runs the whole job.
+
+``train`` and ``__default__`` are kedro-mlflow PipelineML objects: when they
+finish, the inference pipeline is logged to the MLflow run as a model, with the
+best checkpoint as its artifact, so ``mlflow.pyfunc.load_model`` can serve it.
+"""
 
 from __future__ import annotations
 
-from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
+from kedro_mlflow.pipeline import pipeline_ml_factory
+
+from ct_pipeline.pipelines import drr, evaluate, predict, train
+
+MODEL_ARTIFACT = "reconstructor"
+
+
+def _with_model_logging(training: Pipeline) -> Pipeline:
+    return pipeline_ml_factory(
+        training=training,
+        inference=predict.create_inference_pipeline(),
+        input_name="drr_input",
+        log_model_kwargs={"name": MODEL_ARTIFACT, "pip_requirements": ["ct_pipeline"]},
+    )
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = find_pipelines(raise_errors=True)
-    pipelines["__default__"] = sum(pipelines.values(), Pipeline([]))
-    return pipelines
+    render = drr.create_pipeline()
+    learn = train.create_pipeline() + evaluate.create_pipeline()
+    return {
+        "drr": render,
+        "train": _with_model_logging(learn),
+        "evaluate": evaluate.create_pipeline(),
+        "predict": predict.create_pipeline(),
+        "__default__": _with_model_logging(render + learn),
+    }

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
+from ct_pipeline.atomic import atomic_path
 from ct_pipeline.tracking import MetricSink, MlflowSink
 
 logger = logging.getLogger(__name__)
@@ -65,3 +67,62 @@ class MlflowTagsDataset(AbstractDataset[dict[str, str], None]):
 
     def _describe(self) -> dict[str, Any]:
         return {}
+
+
+class MlflowFiguresDataset(AbstractDataset[dict[str, Any], None]):
+    """A dict of matplotlib figures: PNGs in a local folder, logged as MLflow artifacts.
+
+    kedro-mlflow's artifact wrapper logs single files; a figure per test patient
+    needs a folder, logged with ``mlflow.log_artifacts`` under ``artifact_path``.
+    """
+
+    def __init__(self, path: str, artifact_path: str, dpi: int = 110) -> None:
+        self._path = Path(path)
+        self._artifact_path = artifact_path
+        self._dpi = dpi
+
+    def load(self) -> None:
+        raise DatasetError("MlflowFiguresDataset is write-only; open the PNGs or the MLflow UI")
+
+    def save(self, data: dict[str, Any]) -> None:
+        self._path.mkdir(parents=True, exist_ok=True)
+        for name, figure in data.items():
+            with atomic_path(self._path / f"{name}.png") as tmp:
+                figure.savefig(tmp, dpi=self._dpi, bbox_inches="tight")
+        if mlflow.active_run() is not None:
+            mlflow.log_artifacts(str(self._path), self._artifact_path)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path), "artifact_path": self._artifact_path}
+
+
+class MlflowRunsDataset(AbstractDataset[None, list[dict[str, Any]]]):
+    """Finished runs of the active experiment whose tag ``tag`` starts with ``prefix``.
+
+    Newest first, each as {"run_id", "tags", "metrics"}; how evaluation finds the
+    CNN-only baseline's numbers without a node querying MLflow.
+    """
+
+    def __init__(self, tag: str, prefix: str) -> None:
+        self._tag, self._prefix = tag, prefix
+
+    def load(self) -> list[dict[str, Any]]:
+        run = mlflow.active_run()
+        if run is None:
+            return []
+        found = mlflow.search_runs(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"tags.`{self._tag}` LIKE '{self._prefix}%' and status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            output_format="list",
+        )
+        return [
+            {"run_id": r.info.run_id, "tags": dict(r.data.tags), "metrics": dict(r.data.metrics)}
+            for r in found
+        ]
+
+    def save(self, data: None) -> None:
+        raise DatasetError("MlflowRunsDataset is read-only")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"tag": self._tag, "prefix": self._prefix}

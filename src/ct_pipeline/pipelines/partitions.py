@@ -19,9 +19,13 @@ def iter_partitions(
     PartitionedDataset's loaders; both are accepted.
     """
     for key in tqdm(sorted(partitions), desc=desc, unit="patient"):
-        value = partitions[key]
-        yield key, value() if callable(value) else value
+        yield key, load_one(partitions[key])
 
 
 def load_partitions(partitions: Mapping[str, T | Callable[[], T]], desc: str) -> dict[str, T]:
     return dict(iter_partitions(partitions, desc))
+
+
+def load_one(value: T | Callable[[], T]) -> T:
+    """One partition, loaded if it is still lazy."""
+    return value() if callable(value) else value

@@ -1,0 +1,158 @@
+"""Nodes of the ``evaluate`` pipeline: thin glue over ct_pipeline.evaluation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from ct_pipeline.ct import CTVolume
+from ct_pipeline.drr import DRRSet
+from ct_pipeline.evaluation.baseline import mean_volume
+from ct_pipeline.evaluation.figures import slices_figure, training_curves_figure
+from ct_pipeline.evaluation.report import per_patient_table, summary
+from ct_pipeline.inference import load_bundle
+from ct_pipeline.metrics import evaluate_volume, to_unit
+from ct_pipeline.models import attention_maps, count_parameters, plot_attention
+from ct_pipeline.pipelines.partitions import iter_partitions, load_one
+from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
+
+logger = logging.getLogger(__name__)
+
+
+def reconstruct_test_set(
+    drr_sets: Mapping[str, Any], best_model: dict[str, Any], patient_split: dict[str, list[str]]
+) -> dict[str, CTVolume]:
+    return reconstruct_volumes(drr_sets, best_model, patient_split["test"])
+
+
+def _score(
+    predictions_unit: Mapping[str, np.ndarray],
+    truths: Mapping[str, CTVolume],
+    hu_window: tuple[float, float],
+) -> pd.DataFrame:
+    rows = {
+        patient: evaluate_volume(
+            predictions_unit[patient], to_unit(truth.hu, hu_window), truth.hu, hu_window
+        )
+        for patient, truth in truths.items()
+    }
+    return per_patient_table(rows)
+
+
+def score_test_set(
+    reconstructions: Mapping[str, Any],
+    preprocessed_ct: Mapping[str, Any],
+    patient_split: dict[str, list[str]],
+    best_model: dict[str, Any],
+) -> pd.DataFrame:
+    """Per-patient metrics of the model and of the training-mean-volume baseline.
+
+    One table, a row per (patient, method): the baseline is the volume a model
+    that ignored its input would predict; a model must beat it to have learned.
+    """
+    hu_window = tuple(best_model["hu_window"])
+    truths = dict(iter_partitions({p: preprocessed_ct[p] for p in patient_split["test"]}, "ground truth"))
+    predictions = {
+        p: to_unit(volume.hu, hu_window)
+        for p, volume in iter_partitions(reconstructions, desc="load reconstructions")
+    }
+    train_volumes = iter_partitions(
+        {p: preprocessed_ct[p] for p in patient_split["train"]}, desc="mean volume"
+    )
+    baseline = mean_volume(to_unit(ct.hu, hu_window) for _, ct in train_volumes)
+    tables = {
+        best_model["model"]: _score(predictions, truths, hu_window),
+        "mean_volume": _score({p: baseline for p in truths}, truths, hu_window),
+    }
+    return pd.concat(tables, names=["method"]).reset_index()
+
+
+def summarise_metrics(
+    test_metrics_table: pd.DataFrame,
+    best_model: dict[str, Any],
+    unet_runs: list[dict[str, Any]],
+) -> tuple[dict[str, dict[str, float]], pd.DataFrame]:
+    """Means for MLflow (``test/*`` for the model, ``baseline_mean/*``, ``baseline_unet/*``)
+    and a comparison table, one row per method."""
+    means = test_metrics_table.drop(columns="patient_id").groupby("method").mean()
+    model_name = best_model["model"]
+    metrics = summary(means.loc[[model_name]], prefix="test")
+    metrics |= summary(means.loc[["mean_volume"]], prefix="baseline_mean")
+    comparison = means.copy()
+    unet = _matching_unet_run(unet_runs, best_model)
+    if unet is not None and not model_name.startswith("unet_"):
+        unet_means = {k.removeprefix("test/"): v for k, v in unet["metrics"].items() if k.startswith("test/")}
+        metrics |= {f"baseline_unet/{k}": v for k, v in unet_means.items()}
+        comparison.loc[f"{unet['tags']['ct_pipeline.model']} (run {unet['run_id'][:8]})"] = pd.Series(unet_means)
+    for name, value in sorted(metrics.items()):
+        logger.info("%s = %.4f", name, value)
+    return {name: {"value": value, "step": 0} for name, value in metrics.items()}, comparison.reset_index()
+
+
+def _matching_unet_run(runs: list[dict[str, Any]], best_model: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest CNN-only run with the same views and volume grid, if any."""
+    key = (str(len(best_model["angles_deg"])), str(best_model["volume_size"]))
+    for run in runs:
+        tags = run["tags"]
+        if (tags.get("ct_pipeline.num_views"), tags.get("ct_pipeline.volume_size")) == key:
+            return run
+    return None
+
+
+def plot_reconstructions(
+    reconstructions: Mapping[str, Any],
+    preprocessed_ct: Mapping[str, Any],
+    drr_sets: Mapping[str, Any],
+    best_model: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Figure]:
+    """Views, ground truth, reconstruction and error map of the first test patients."""
+    figures = {}
+    for patient in sorted(reconstructions)[: params["figures_patients"]]:
+        truth: CTVolume = load_one(preprocessed_ct[patient])
+        drr: DRRSet = load_one(drr_sets[patient]).select(best_model["angles_deg"])
+        figures[patient] = slices_figure(
+            drr.projections, drr.angles_deg.tolist(), truth.hu, load_one(reconstructions[patient]).hu,
+            title=f"{patient}: {best_model['model']}, {len(drr.angles_deg)} views",
+        )
+    return figures
+
+
+def plot_training_curves(training_history: list[dict[str, float]]) -> Figure:
+    return training_curves_figure(training_history)
+
+
+def plot_attention_maps(
+    drr_sets: Mapping[str, Any], best_model: dict[str, Any], patient_split: dict[str, list[str]]
+) -> Figure:
+    """Cross-view and Swin attention of one test patient (empty for the CNN-only model)."""
+    network = load_bundle(best_model)
+    patient = sorted(patient_split["test"])[0]
+    drr: DRRSet = load_one(drr_sets[patient]).select(best_model["angles_deg"])
+    maps = attention_maps(
+        network,
+        torch.from_numpy(drr.projections)[None],
+        torch.as_tensor(drr.angles_deg, dtype=torch.float32),
+    )
+    if not maps:
+        figure = Figure(figsize=(4, 1))
+        figure.text(0.5, 0.5, f"{best_model['model']} has no attention", ha="center")
+        return figure
+    return plot_attention(maps)
+
+
+def describe_run(best_model: dict[str, Any], ct_source: dict[str, Any]) -> dict[str, str]:
+    """Run tags for the MLflow UI: model, views, grid and data source."""
+    return {
+        "ct_pipeline.model": best_model["model"],
+        "ct_pipeline.num_views": str(len(best_model["angles_deg"])),
+        "ct_pipeline.volume_size": str(best_model["volume_size"]),
+        "ct_pipeline.data_source": ct_source["source"],
+        "ct_pipeline.parameters": str(count_parameters(load_bundle(best_model))),
+    }

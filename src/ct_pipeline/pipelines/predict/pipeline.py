@@ -1,0 +1,34 @@
+"""``kedro run --pipeline predict``, and the inference pipeline logged to MLflow."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from ct_pipeline.pipelines.predict.nodes import reconstruct_request, reconstruct_volumes
+
+
+def create_pipeline(**kwargs: object) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                reconstruct_volumes,
+                inputs={"drr_sets": "predict_drr_sets", "best_model": "best_model"},
+                outputs="predictions",
+                name="reconstruct_volumes",
+                tags=["inference"],
+            )
+        ]
+    )
+
+
+def create_inference_pipeline() -> Pipeline:
+    """What ``mlflow.pyfunc.load_model(...).predict(drr_input)`` runs."""
+    return pipeline(
+        [
+            node(
+                reconstruct_request,
+                inputs={"drr_input": "drr_input", "best_model": "best_model"},
+                outputs="reconstruction",
+                name="reconstruct_request",
+                tags=["inference"],
+            )
+        ]
+    )

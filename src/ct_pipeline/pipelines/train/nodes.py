@@ -1,0 +1,53 @@
+"""Nodes of the ``train`` pipeline: thin glue over ct_pipeline.training."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ct_pipeline.ct import CTVolume
+from ct_pipeline.drr import DRRSet
+from ct_pipeline.inference import make_bundle
+from ct_pipeline.pipelines.partitions import load_partitions
+from ct_pipeline.tracking import MetricSink
+from ct_pipeline.training import TrainConfig, split_patients, train_model
+
+
+def split_dataset(preprocessed_ct: Mapping[str, Any], params: dict[str, Any]) -> dict[str, list[str]]:
+    """Seeded split by patient id (the partition keys; no volume is read)."""
+    return split_patients(preprocessed_ct.keys(), params["fractions"], params["seed"])
+
+
+def train_reconstructor(
+    preprocessed_ct: Mapping[str, Any],
+    drr_sets: Mapping[str, Any],
+    patient_split: dict[str, list[str]],
+    params: dict[str, Any],
+    metric_sink: MetricSink,
+) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Train on the train split (``world_size`` DDP workers), keep the best on val.
+
+    Returns the best model as a self-describing bundle (see ct_pipeline.inference)
+    and the per-epoch history.
+    """
+    config = TrainConfig.from_params(params)
+    wanted = set(patient_split["train"]) | set(patient_split["val"])
+    volumes: dict[str, CTVolume] = load_partitions(
+        {k: v for k, v in preprocessed_ct.items() if k in wanted}, desc="load volumes"
+    )
+    drrs: dict[str, DRRSet] = load_partitions(
+        {k: v for k, v in drr_sets.items() if k in wanted}, desc="load DRR sets"
+    )
+    result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
+    first = next(iter(volumes.values()))
+    bundle = make_bundle(
+        result.best_state_dict,
+        model=config.model,
+        model_overrides=config.model_overrides,
+        geometry=next(iter(drrs.values())).geometry,
+        volume_size=first.hu.shape[0],
+        spacing_mm=first.spacing_mm[0],
+        angles_deg=config.angles,
+        hu_window=config.hu_window,
+    )
+    return bundle, result.history
