@@ -25,10 +25,11 @@ class ModelConfig:
     head_dim: int = 16  # Swin heads = channels // head_dim
     window: int = 4
     swin_depth: int = 2  # blocks per Swin stage: plain + shifted
-    swin_levels: tuple[int, ...] = (
-        2,
-        3,
-    )  # middle encoder/decoder levels and bottleneck
+    # Swin hybrid blocks: middle encoder/decoder level and the bottleneck.
+    swin_levels: tuple[int, ...] = (2, 3)
+    # Levels whose encoder and decoder blocks are one conv: on a CPU the
+    # full-resolution level costs most of a step (8x the voxels of the next).
+    light_levels: tuple[int, ...] = ()
     mlp_ratio: float = 2.0
     swin: bool = True
     cross_view: bool = True
@@ -42,9 +43,11 @@ class ModelConfig:
             object.__setattr__(self, name, value)
             if len(value) != 4 or min(value) < 1:
                 raise ValueError(f"{name} needs 4 positive widths, got {value}")
-        object.__setattr__(self, "swin_levels", tuple(self.swin_levels))
-        if any(level not in range(4) for level in self.swin_levels):
-            raise ValueError(f"swin_levels must be within 0..3, got {self.swin_levels}")
+        for name in ("swin_levels", "light_levels"):
+            levels = tuple(getattr(self, name))
+            object.__setattr__(self, name, levels)
+            if any(level not in range(4) for level in levels):
+                raise ValueError(f"{name} must be within 0..3, got {levels}")
         if self.encoder_channels[3] % (4 * self.cross_view_heads):
             raise ValueError(
                 "encoder_channels[3] must be divisible by 4 * cross_view_heads, got "
@@ -58,11 +61,13 @@ _HYBRID: dict[str, ModelConfig] = {
         channels=(8, 8, 16, 16),
         lift_channels=(4, 4, 8, 8),
         head_dim=8,
+        light_levels=(0,),
     ),
     "small": ModelConfig(
         encoder_channels=(8, 16, 24, 32),
         channels=(8, 16, 32, 48),
         lift_channels=(8, 8, 16, 16),
+        light_levels=(0,),
     ),
     "medical": ModelConfig(
         encoder_channels=(64, 128, 256, 512),

@@ -3,7 +3,7 @@
 Lifted features enter at every encoder level (back-projection-like evidence at
 every resolution); residual dense blocks, attention-gated skips, Swin hybrid
 blocks at the chosen levels and a prediction head per level for deep
-supervision. With swin off the same code is the CNN-only "enhanced U-Net".
+supervision; "light" levels (the CPU configs' full resolution) use one conv. With swin off the same code is the CNN-only "enhanced U-Net".
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ct_pipeline.models.blocks import AttentionGate3d, conv_block
+from ct_pipeline.models.blocks import AttentionGate3d, ConvNormAct3d, conv_block
 from ct_pipeline.models.configs import ModelConfig
 from ct_pipeline.models.swin3d import HybridBlock3d
 
@@ -27,6 +27,8 @@ class UNet3d(nn.Module):
         sizes = [volume_size // 2**level for level in range(LEVELS)]
 
         def block(level: int, c_in: int) -> nn.Module:
+            if level in cfg.light_levels:
+                return ConvNormAct3d(c_in, c[level])
             growth = max(4, c[level] // 2)
             if cfg.swin and level in cfg.swin_levels:
                 return HybridBlock3d(
