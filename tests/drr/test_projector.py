@@ -303,3 +303,19 @@ def test_cuda_matches_cpu(sphere):
     cpu = project(mu, _affine(), geometry, ANGLES, _centre())
     gpu = project(mu.cuda(), _affine(), geometry, ANGLES, _centre())
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-5)
+
+
+def test_chunking_over_views_and_rays_does_not_change_the_images(sphere, monkeypatch):
+    from ct_pipeline.drr import projector
+
+    occupancy, _, _ = sphere
+    geometry = GEOMETRIES["cone"]
+    whole = _render(occupancy, geometry, 37.0)
+    monkeypatch.setattr(projector, "_RAYS_PER_GROUP", 100)  # one view per group
+    monkeypatch.setattr(projector, "_SAMPLES_PER_CHUNK", 100 * max(SHAPE))  # 100 rays
+    mu = torch.from_numpy(occupancy * MU).float()
+    chunked = project(mu, _affine(), geometry, [37.0, 90.0], _centre())
+    torch.testing.assert_close(chunked[0].numpy(), whole, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        chunked[1].numpy(), _render(occupancy, geometry, 90.0), rtol=0, atol=0
+    )

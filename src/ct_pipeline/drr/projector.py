@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 # Samples (slices x rays) per grid_sample call: bounds the grid, output and
 # mask tensors to ~16 MB each whatever the detector size.
 _SAMPLES_PER_CHUNK = 1 << 22
+_RAYS_PER_GROUP = 1 << 20
 
 
 def _check_affine(
@@ -54,7 +55,7 @@ def _check_affine(
 
 
 def _joseph(
-    mu: torch.Tensor,
+    slabs: torch.Tensor,
     axis: int,
     start: torch.Tensor,
     step: torch.Tensor,
@@ -62,11 +63,11 @@ def _joseph(
 ) -> torch.Tensor:
     """Line integrals of rays whose dominant index axis is ``axis``.
 
-    mu: (I, J, K). start, step: (R, 3) ray origin and (end - origin) in voxel
-    index units, float32 on mu's device; mm_per_t: (R,) ray length in mm.
+    slabs: mu with ``axis`` first and the other two in order, (N, P, Q).
+    start, step: (R, 3) ray origin and (end - origin) in voxel index units,
+    float32 on mu's device; mm_per_t: (R,) ray length in mm.
     """
     others = [a for a in range(3) if a != axis]
-    slabs = mu.permute(axis, *others)  # (N, P, Q)
     n, p, q = slabs.shape
     # The ray meets slice s at t = (s - start_axis) / step_axis; its transverse
     # index there is affine in s, and so is its grid_sample coordinate, where
@@ -124,31 +125,40 @@ def project(
     device = mu.device
     rows, cols = geometry.detector_px
     rays_per_chunk = max(1, _SAMPLES_PER_CHUNK // max(mu.shape))
+    # Views are traced together (fewer, larger kernel calls) in groups that
+    # keep the float64 ray end points to ~50 MB.
+    views_per_group = max(1, _RAYS_PER_GROUP // (rows * cols))
+    slabs: dict[int, torch.Tensor] = {}
 
-    views = []
-    for view in range(angles.numel()):
-        origin_mm, end_mm = rays(geometry, angles[view : view + 1], iso)  # (1, H, W, 3)
-        start = ((origin_mm.reshape(-1, 3) - origin) / spacing).to(torch.float32)
-        step = ((end_mm - origin_mm).reshape(-1, 3) / spacing).to(torch.float32)
-        length_mm = (end_mm - origin_mm).reshape(-1, 3).norm(dim=-1).to(torch.float32)
+    images = []
+    for first_view in range(0, angles.numel(), views_per_group):
+        group = angles[first_view : first_view + views_per_group]
+        origin_mm, end_mm = rays(geometry, group, iso)  # (G, H, W, 3) each
+        origin_mm, end_mm = origin_mm.reshape(-1, 3), end_mm.reshape(-1, 3)
+        start = ((origin_mm - origin) / spacing).to(torch.float32)
+        step = ((end_mm - origin_mm) / spacing).to(torch.float32)
+        length_mm = (end_mm - origin_mm).norm(dim=-1).to(torch.float32)
         # Physical steps per index unit differ per axis: the dominant axis is
         # the one with the most slices crossed, i.e. the largest |step|.
         dominant = step.abs().argmax(dim=-1)
-        image = torch.zeros(rows * cols, dtype=torch.float32, device=device)
+        image = torch.zeros(start.shape[0], dtype=torch.float32, device=device)
         for axis in range(3):
             index = torch.nonzero(dominant == axis).flatten()
+            if index.numel() and axis not in slabs:
+                others = [a for a in range(3) if a != axis]
+                slabs[axis] = mu.permute(axis, *others).contiguous()  # (N, P, Q)
             for first in range(0, index.numel(), rays_per_chunk):
                 chunk = index[first : first + rays_per_chunk]
                 values = _joseph(
-                    mu,
+                    slabs[axis],
                     axis,
                     start[chunk].to(device),
                     step[chunk].to(device),
                     length_mm[chunk].to(device),
                 )
                 image = image.index_put((chunk.to(device),), values)
-        views.append(image.reshape(rows, cols))
-    return torch.stack(views)
+        images.append(image.reshape(-1, rows, cols))
+    return torch.cat(images)
 
 
 def render_drrs(
