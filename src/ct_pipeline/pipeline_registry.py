@@ -20,7 +20,12 @@ def _with_model_logging(training: Pipeline) -> Pipeline:
         training=training,
         inference=predict.create_inference_pipeline(),
         input_name="drr_input",
-        log_model_kwargs={"name": MODEL_ARTIFACT, "pip_requirements": ["ct_pipeline"]},
+        log_model_kwargs={
+            "name": MODEL_ARTIFACT,
+            "pip_requirements": ["ct_pipeline"],
+            # Inputs are dicts of arrays; no tabular signature describes them.
+            "signature": None,
+        },
     )
 
 

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Any
 
 import numpy as np
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import DatasetError
 
 from ct_pipeline.atomic import atomic_path
+from ct_pipeline.datasets.base import LocalFileDataset
 from ct_pipeline.drr import DRRSet, Geometry
 
 
-class DRRSetDataset(AbstractDataset[DRRSet, DRRSet]):
+class DRRSetDataset(LocalFileDataset[DRRSet, DRRSet]):
     """A DRRSet as one ``.npz``: arrays plus the geometry as JSON, written atomically."""
-
-    def __init__(self, filepath: str) -> None:
-        self._filepath = Path(filepath)
 
     def load(self) -> DRRSet:
         try:
@@ -29,7 +25,9 @@ class DRRSetDataset(AbstractDataset[DRRSet, DRRSet]):
                     isocentre_mm=data["isocentre_mm"].astype(np.float64),
                 )
         except (OSError, KeyError, ValueError) as error:
-            raise DatasetError(f"cannot read DRR set {self._filepath}: {error}") from error
+            raise DatasetError(
+                f"cannot read DRR set {self._filepath}: {error}"
+            ) from error
 
     def save(self, data: DRRSet) -> None:
         with atomic_path(self._filepath) as tmp:
@@ -40,9 +38,3 @@ class DRRSetDataset(AbstractDataset[DRRSet, DRRSet]):
                 geometry=np.array(json.dumps(data.geometry.to_dict())),
                 isocentre_mm=np.asarray(data.isocentre_mm, dtype=np.float64),
             )
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}

@@ -10,27 +10,19 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from ct_pipeline.ct import CTVolume, load_ct, save_ct
+from ct_pipeline.datasets.base import LocalFileDataset
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-class NiftiDataset(AbstractDataset[CTVolume, CTVolume]):
+class NiftiDataset(LocalFileDataset[CTVolume, CTVolume]):
     """One CT volume as a NIfTI file (HU, RAS+ affine); saves atomically."""
-
-    def __init__(self, filepath: str) -> None:
-        self._filepath = Path(filepath)
 
     def load(self) -> CTVolume:
         return load_ct(self._filepath)
 
     def save(self, data: CTVolume) -> None:
         save_ct(data, self._filepath)
-
-    def _exists(self) -> bool:
-        return self._filepath.is_file()
-
-    def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
 
 
 def _is_dicom_series(folder: Path) -> bool:
@@ -53,8 +45,9 @@ class RawCTFolderDataset(AbstractDataset[None, dict[str, Callable[[], CTVolume]]
     (``.gitkeep``) are ignored, so an empty folder loads as ``{}``.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
+        self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], CTVolume]]:
         if not self._path.is_dir():
@@ -68,12 +61,16 @@ class RawCTFolderDataset(AbstractDataset[None, dict[str, Callable[[], CTVolume]]
                 continue
             patient = _patient_id(entry)
             if patient in loaders:
-                raise DatasetError(f"two CTs in {self._path} share the patient id '{patient}'")
+                raise DatasetError(
+                    f"two CTs in {self._path} share the patient id '{patient}'"
+                )
             loaders[patient] = partial(load_ct, entry)
         return loaders
 
     def save(self, data: None) -> None:
-        raise DatasetError(f"{self._path} is raw input: the pipeline never writes to it")
+        raise DatasetError(
+            f"{self._path} is raw input: the pipeline never writes to it"
+        )
 
     def _exists(self) -> bool:
         return self._path.is_dir()

@@ -82,7 +82,9 @@ class MlflowFiguresDataset(AbstractDataset[dict[str, Any], None]):
         self._dpi = dpi
 
     def load(self) -> None:
-        raise DatasetError("MlflowFiguresDataset is write-only; open the PNGs or the MLflow UI")
+        raise DatasetError(
+            "MlflowFiguresDataset is write-only; open the PNGs or the MLflow UI"
+        )
 
     def save(self, data: dict[str, Any]) -> None:
         self._path.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,11 @@ class MlflowRunsDataset(AbstractDataset[None, list[dict[str, Any]]]):
             output_format="list",
         )
         return [
-            {"run_id": r.info.run_id, "tags": dict(r.data.tags), "metrics": dict(r.data.metrics)}
+            {
+                "run_id": r.info.run_id,
+                "tags": dict(r.data.tags),
+                "metrics": dict(r.data.metrics),
+            }
             for r in found
         ]
 

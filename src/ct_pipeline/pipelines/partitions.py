@@ -22,7 +22,9 @@ def iter_partitions(
         yield key, load_one(partitions[key])
 
 
-def load_partitions(partitions: Mapping[str, T | Callable[[], T]], desc: str) -> dict[str, T]:
+def load_partitions(
+    partitions: Mapping[str, T | Callable[[], T]], desc: str
+) -> dict[str, T]:
     return dict(iter_partitions(partitions, desc))
 
 

@@ -23,7 +23,9 @@ def make_phantoms(
 ) -> dict[str, CTVolume]:
     """Procedural chest phantoms, only when the raw folder holds no CT."""
     if raw_ct:
-        logger.info("Using %d CT(s) from the raw folder; no phantoms generated", len(raw_ct))
+        logger.info(
+            "Using %d CT(s) from the raw folder; no phantoms generated", len(raw_ct)
+        )
         return {}
     logger.info("Raw folder is empty: generating %d chest phantoms", params["count"])
     return generate_phantoms(
@@ -43,7 +45,9 @@ def preprocess_volumes(
     source = "raw" if raw_ct else "phantom"
     volumes = raw_ct if raw_ct else phantom_ct
     if not volumes:
-        raise ValueError("no CT to preprocess: the raw folder is empty and no phantoms were made")
+        raise ValueError(
+            "no CT to preprocess: the raw folder is empty and no phantoms were made"
+        )
     prepared = {
         patient: preprocess_ct(
             ct,
@@ -70,7 +74,9 @@ def render_drr_sets(
     geometry, angles = drr_geometry(params)
     drr_sets = {}
     for patient, ct in iter_partitions(preprocessed_ct, desc="render DRRs"):
-        projections = render_drrs(ct, geometry, angles, mu_water_per_mm=params["mu_water_per_mm"])
+        projections = render_drrs(
+            ct, geometry, angles, mu_water_per_mm=params["mu_water_per_mm"]
+        )
         drr_sets[patient] = DRRSet(
             projections=projections,
             angles_deg=np.asarray(angles, dtype=np.float64),
@@ -83,6 +89,8 @@ def render_drr_sets(
 def make_drr_previews(drr_sets: Mapping[str, Callable[[], DRRSet]]) -> dict[str, bytes]:
     """Radiograph-like PNG strips of every patient's views, for people to look at."""
     return {
-        patient: preview_png_bytes(drr.projections, drr.angles_deg.tolist(), title=patient)
+        patient: preview_png_bytes(
+            drr.projections, drr.angles_deg.tolist(), title=patient
+        )
         for patient, drr in iter_partitions(drr_sets, desc="DRR previews")
     }

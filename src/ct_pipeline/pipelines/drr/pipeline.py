@@ -22,7 +22,11 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 preprocess_volumes,
-                inputs={"raw_ct": "raw_ct", "phantom_ct": "phantom_ct", "params": "params:preprocess"},
+                inputs={
+                    "raw_ct": "raw_ct",
+                    "phantom_ct": "phantom_ct",
+                    "params": "params:preprocess",
+                },
                 outputs=["preprocessed_ct", "ct_source"],
                 name="preprocess_volumes",
                 tags=["ingest"],

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 def reconstruct_test_set(
-    drr_sets: Mapping[str, Any], best_model: dict[str, Any], patient_split: dict[str, list[str]]
+    drr_sets: Mapping[str, Any],
+    best_model: dict[str, Any],
+    patient_split: dict[str, list[str]],
 ) -> dict[str, CTVolume]:
     return reconstruct_volumes(drr_sets, best_model, patient_split["test"])
 
@@ -57,7 +59,11 @@ def score_test_set(
     that ignored its input would predict; a model must beat it to have learned.
     """
     hu_window = tuple(best_model["hu_window"])
-    truths = dict(iter_partitions({p: preprocessed_ct[p] for p in patient_split["test"]}, "ground truth"))
+    truths = dict(
+        iter_partitions(
+            {p: preprocessed_ct[p] for p in patient_split["test"]}, "ground truth"
+        )
+    )
     predictions = {
         p: to_unit(volume.hu, hu_window)
         for p, volume in iter_partitions(reconstructions, desc="load reconstructions")
@@ -87,20 +93,33 @@ def summarise_metrics(
     comparison = means.copy()
     unet = _matching_unet_run(unet_runs, best_model)
     if unet is not None and not model_name.startswith("unet_"):
-        unet_means = {k.removeprefix("test/"): v for k, v in unet["metrics"].items() if k.startswith("test/")}
+        unet_means = {
+            k.removeprefix("test/"): v
+            for k, v in unet["metrics"].items()
+            if k.startswith("test/")
+        }
         metrics |= {f"baseline_unet/{k}": v for k, v in unet_means.items()}
-        comparison.loc[f"{unet['tags']['ct_pipeline.model']} (run {unet['run_id'][:8]})"] = pd.Series(unet_means)
+        comparison.loc[
+            f"{unet['tags']['ct_pipeline.model']} (run {unet['run_id'][:8]})"
+        ] = pd.Series(unet_means)
     for name, value in sorted(metrics.items()):
         logger.info("%s = %.4f", name, value)
-    return {name: {"value": value, "step": 0} for name, value in metrics.items()}, comparison.reset_index()
+    return {
+        name: {"value": value, "step": 0} for name, value in metrics.items()
+    }, comparison.reset_index()
 
 
-def _matching_unet_run(runs: list[dict[str, Any]], best_model: dict[str, Any]) -> dict[str, Any] | None:
+def _matching_unet_run(
+    runs: list[dict[str, Any]], best_model: dict[str, Any]
+) -> dict[str, Any] | None:
     """The newest CNN-only run with the same views and volume grid, if any."""
     key = (str(len(best_model["angles_deg"])), str(best_model["volume_size"]))
     for run in runs:
         tags = run["tags"]
-        if (tags.get("ct_pipeline.num_views"), tags.get("ct_pipeline.volume_size")) == key:
+        if (
+            tags.get("ct_pipeline.num_views"),
+            tags.get("ct_pipeline.volume_size"),
+        ) == key:
             return run
     return None
 
@@ -118,7 +137,10 @@ def plot_reconstructions(
         truth: CTVolume = load_one(preprocessed_ct[patient])
         drr: DRRSet = load_one(drr_sets[patient]).select(best_model["angles_deg"])
         figures[patient] = slices_figure(
-            drr.projections, drr.angles_deg.tolist(), truth.hu, load_one(reconstructions[patient]).hu,
+            drr.projections,
+            drr.angles_deg.tolist(),
+            truth.hu,
+            load_one(reconstructions[patient]).hu,
             title=f"{patient}: {best_model['model']}, {len(drr.angles_deg)} views",
         )
     return figures
@@ -129,7 +151,9 @@ def plot_training_curves(training_history: list[dict[str, float]]) -> Figure:
 
 
 def plot_attention_maps(
-    drr_sets: Mapping[str, Any], best_model: dict[str, Any], patient_split: dict[str, list[str]]
+    drr_sets: Mapping[str, Any],
+    best_model: dict[str, Any],
+    patient_split: dict[str, list[str]],
 ) -> Figure:
     """Cross-view and Swin attention of one test patient (empty for the CNN-only model)."""
     network = load_bundle(best_model)
@@ -147,7 +171,9 @@ def plot_attention_maps(
     return plot_attention(maps)
 
 
-def describe_run(best_model: dict[str, Any], ct_source: dict[str, Any]) -> dict[str, str]:
+def describe_run(
+    best_model: dict[str, Any], ct_source: dict[str, Any]
+) -> dict[str, str]:
     """Run tags for the MLflow UI: model, views, grid and data source."""
     return {
         "ct_pipeline.model": best_model["model"],

@@ -18,7 +18,11 @@ def create_pipeline(**kwargs: object) -> Pipeline:
         [
             node(
                 reconstruct_test_set,
-                inputs={"drr_sets": "drr_sets", "best_model": "best_model", "patient_split": "patient_split"},
+                inputs={
+                    "drr_sets": "drr_sets",
+                    "best_model": "best_model",
+                    "patient_split": "patient_split",
+                },
                 outputs="test_reconstructions",
                 name="reconstruct_test_set",
                 tags=["evaluation"],
@@ -68,7 +72,11 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 plot_attention_maps,
-                inputs={"drr_sets": "drr_sets", "best_model": "best_model", "patient_split": "patient_split"},
+                inputs={
+                    "drr_sets": "drr_sets",
+                    "best_model": "best_model",
+                    "patient_split": "patient_split",
+                },
                 outputs="attention_figure",
                 name="plot_attention_maps",
                 tags=["evaluation", "reporting"],

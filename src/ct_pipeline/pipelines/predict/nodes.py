@@ -14,7 +14,9 @@ from ct_pipeline.pipelines.partitions import iter_partitions
 
 
 def reconstruct_volumes(
-    drr_sets: Mapping[str, Any], best_model: dict[str, Any], patient_ids: Sequence[str] | None = None
+    drr_sets: Mapping[str, Any],
+    best_model: dict[str, Any],
+    patient_ids: Sequence[str] | None = None,
 ) -> dict[str, CTVolume]:
     """HU reconstructions (true affine) of ``patient_ids`` (every DRR set when None)."""
     network = load_bundle(best_model)
@@ -25,7 +27,9 @@ def reconstruct_volumes(
     }
 
 
-def reconstruct_request(drr_input: Mapping[str, Any], best_model: dict[str, Any]) -> dict[str, np.ndarray]:
+def reconstruct_request(
+    drr_input: Mapping[str, Any], best_model: dict[str, Any]
+) -> dict[str, np.ndarray]:
     """The served model's entry: one DRR set as plain arrays in, HU volume + affine out.
 
     ``drr_input`` = {"projections": (V, H, W), "angles_deg": (V,), "isocentre_mm": (3,)},
@@ -34,7 +38,9 @@ def reconstruct_request(drr_input: Mapping[str, Any], best_model: dict[str, Any]
     """
     missing = {"projections", "angles_deg", "isocentre_mm"} - set(drr_input)
     if missing:
-        raise ValueError(f"drr_input lacks {sorted(missing)}; got keys {sorted(drr_input)}")
+        raise ValueError(
+            f"drr_input lacks {sorted(missing)}; got keys {sorted(drr_input)}"
+        )
     geometry = drr_input.get("geometry") or best_model["geometry"]
     drr = DRRSet(
         projections=np.asarray(drr_input["projections"], dtype=np.float32),

@@ -13,7 +13,9 @@ from ct_pipeline.tracking import MetricSink
 from ct_pipeline.training import TrainConfig, split_patients, train_model
 
 
-def split_dataset(preprocessed_ct: Mapping[str, Any], params: dict[str, Any]) -> dict[str, list[str]]:
+def split_dataset(
+    preprocessed_ct: Mapping[str, Any], params: dict[str, Any]
+) -> dict[str, list[str]]:
     """Seeded split by patient id (the partition keys; no volume is read)."""
     return split_patients(preprocessed_ct.keys(), params["fractions"], params["seed"])
 
