@@ -8,9 +8,12 @@ and writes through an explicit client.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
+
+logger = logging.getLogger(__name__)
 
 # MLflow's log_batch accepts at most 100 parameters per call.
 MLFLOW_MAX_PARAMS_PER_BATCH = 100
@@ -57,11 +60,29 @@ class MlflowSink:
         self.client.log_batch(self.run_id, metrics=batch)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log with MLflow's own str() convention, skipping keys the run already has.
+
+        kedro-mlflow may have logged the same ``params:train`` keys; MLflow
+        refuses to change a parameter, so a differing value (e.g. ``[0, 90]``
+        against ``[0.0, 90.0]``) is reported and kept, not fatal mid-training.
+        """
         from mlflow.entities import Param
 
-        # MLflow stores parameters as strings; None reads better as "null" (YAML's word).
-        batch = [
-            Param(key, "null" if value is None else str(value))
-            for key, value in params.items()
-        ]
-        self.client.log_batch(self.run_id, params=batch)
+        existing = self.client.get_run(self.run_id).data.params
+        values = {key: str(value) for key, value in params.items()}
+        differing = {
+            k: (existing[k], v)
+            for k, v in values.items()
+            if k in existing and existing[k] != v
+        }
+        if differing:
+            logger.warning(
+                "run %s keeps its earlier values of params (earlier, new): %s",
+                self.run_id,
+                differing,
+            )
+        batch = [Param(k, v) for k, v in values.items() if k not in existing]
+        for start in range(0, len(batch), MLFLOW_MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(
+                self.run_id, params=batch[start : start + MLFLOW_MAX_PARAMS_PER_BATCH]
+            )

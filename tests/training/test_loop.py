@@ -13,7 +13,6 @@ from training_fixtures import (
     make_patients,
     poisoned_loss_call3,
     poisoned_loss_rank1_call2,
-    stand_in_loss,
 )
 
 from ct_pipeline.training import NonFiniteLossError, train_model
@@ -63,11 +62,8 @@ def ddp_and_single(data, tmp_path_factory):
         SPLIT,
         two,
         MlflowSink(uri, run.info.run_id),
-        loss_factory=stand_in_loss,
     )
-    single = train_model(
-        volumes, drr_sets, SPLIT, make_config(tmp / "one"), loss_factory=stand_in_loss
-    )
+    single = train_model(volumes, drr_sets, SPLIT, make_config(tmp / "one"))
     torch.set_num_threads(previous)
     return {
         "ddp": ddp,
@@ -135,14 +131,11 @@ def test_gradient_accumulation_matches_the_full_batch(data, tmp_path):
         drr_sets,
         SPLIT,
         make_config(tmp_path / "a", epochs=1),
-        loss_factory=stand_in_loss,
     )
     accum = make_config(
         tmp_path / "b", epochs=1, batch_size_per_device=2, grad_accum_steps=2
     )
-    accumulated = train_model(
-        volumes, drr_sets, SPLIT, accum, loss_factory=stand_in_loss
-    )
+    accumulated = train_model(volumes, drr_sets, SPLIT, accum)
     for name, weight in full.best_state_dict.items():
         torch.testing.assert_close(
             weight, accumulated.best_state_dict[name], rtol=1e-4, atol=1e-5, msg=name
@@ -171,16 +164,11 @@ def test_resume_continues_after_the_last_finished_epoch(data, tmp_path, caplog):
         drr_sets,
         SPLIT,
         make_config(tmp_path / "straight", epochs=3),
-        loss_factory=stand_in_loss,
     )
     with pytest.raises(KeyboardInterrupt):
-        train_model(
-            volumes, drr_sets, SPLIT, config, CrashAfter(1), loss_factory=stand_in_loss
-        )
+        train_model(volumes, drr_sets, SPLIT, config, CrashAfter(1))
     with caplog.at_level(logging.INFO, logger="ct_pipeline.training"):
-        resumed = train_model(
-            volumes, drr_sets, SPLIT, config, loss_factory=stand_in_loss
-        )
+        resumed = train_model(volumes, drr_sets, SPLIT, config)
     assert "resuming from epoch 1" in caplog.text
     assert resumed.start_epoch == 2
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
@@ -202,24 +190,17 @@ def test_a_longer_run_extends_a_finished_one(data, tmp_path):
         drr_sets,
         SPLIT,
         make_config(tmp_path, epochs=1),
-        loss_factory=stand_in_loss,
     )
     longer = train_model(
         volumes,
         drr_sets,
         SPLIT,
         make_config(tmp_path, epochs=2),
-        loss_factory=stand_in_loss,
     )
     assert longer.start_epoch == 2 and [h["epoch"] for h in longer.history] == [1, 2]
     # A different model/data identity never picks up that checkpoint.
     other = make_config(tmp_path, epochs=1, hu_window=(-1000.0, 2000.0))
-    assert (
-        train_model(
-            volumes, drr_sets, SPLIT, other, loss_factory=stand_in_loss
-        ).start_epoch
-        == 1
-    )
+    assert train_model(volumes, drr_sets, SPLIT, other).start_epoch == 1
 
 
 def test_nan_loss_stops_the_run_naming_epoch_and_step(data, tmp_path):
@@ -253,9 +234,9 @@ def test_more_gpus_than_exist_is_a_clear_error(data, tmp_path):
     config = make_config(tmp_path, device="cuda", world_size=2, amp="off")
     with pytest.raises(
         ValueError,
-        match=f"needs 2 CUDA GPUs.*but {torch.cuda.device_count()} are available",
+        match=f"2 ranks on this host need 2 CUDA GPU\\(s\\).*but {torch.cuda.device_count()} are available",
     ):
-        train_model(volumes, drr_sets, SPLIT, config, loss_factory=stand_in_loss)
+        train_model(volumes, drr_sets, SPLIT, config)
 
 
 def _grid(data):

@@ -1,5 +1,5 @@
 """Shared helpers for the training tests: a tiny deterministic data set and
-module-level (so picklable for spawned ranks) loss factories.
+module-level (so picklable for spawned ranks) faulty loss factories.
 
 Module-level on purpose: torch.multiprocessing pickles the factories by
 module and name, and each spawned rank imports this module to rebuild them.
@@ -18,6 +18,7 @@ from torch import nn
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.drr.geometry import Geometry, default_angles
+from ct_pipeline.losses import ReconstructionLoss
 from ct_pipeline.training.config import TrainConfig
 
 SIZE = 16  # voxels per side: the smallest cube the tiny model and 3-D SSIM accept
@@ -71,32 +72,9 @@ def make_config(checkpoint_dir: Path, **changes: object) -> TrainConfig:
         device="cpu",
         world_size=1,
         checkpoint_dir=str(checkpoint_dir),
-        loss_weights={"l1": 1.0, "deep_supervision": 0.2},
     )
     base.update(changes)
     return TrainConfig(**base)
-
-
-class StandInLoss(nn.Module):
-    """L1 plus deep-supervised L1: the loss API's shape, until ReconstructionLoss lands."""
-
-    def forward(
-        self, output: dict, target: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        l1 = (output["volume"] - target).abs().mean()
-        deep = sum(
-            (pred - nn.functional.adaptive_avg_pool3d(target, pred.shape[2:]))
-            .abs()
-            .mean()
-            for pred in output["deep"]
-        )
-        deep = deep / max(1, len(output["deep"]))
-        terms = {"l1": l1.detach(), "deep_supervision": torch.as_tensor(deep).detach()}
-        return l1 + 0.2 * deep, terms
-
-
-def stand_in_loss(config: TrainConfig) -> nn.Module:
-    return StandInLoss()
 
 
 class PoisonedLoss(nn.Module):
@@ -105,7 +83,7 @@ class PoisonedLoss(nn.Module):
     def __init__(self, at_call: int, rank: int | None) -> None:
         super().__init__()
         self.inner, self.calls, self.at_call, self.rank = (
-            StandInLoss(),
+            ReconstructionLoss(),
             0,
             at_call,
             rank,
@@ -130,7 +108,7 @@ def poisoned_loss_call3(config: TrainConfig) -> nn.Module:
     return PoisonedLoss(at_call=3, rank=None)
 
 
-class DyingLoss(StandInLoss):
+class DyingLoss(ReconstructionLoss):
     """Rank 1 exits abruptly (no exception, no report) on its second call."""
 
     calls = 0

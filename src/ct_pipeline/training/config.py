@@ -32,6 +32,13 @@ IDENTITY_FIELDS = (
 )
 
 
+def _as_float(name: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"train.{name} must be a number, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything the training loop needs besides the data (see parameters_train.yml)."""
@@ -60,6 +67,14 @@ class TrainConfig:
     dist_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
+        # YAML reads "1e-3" as a string; numbers are coerced once, here.
+        for name in ("lr", "weight_decay", "warmup_epochs", "dist_timeout_s"):
+            object.__setattr__(self, name, _as_float(name, getattr(self, name)))
+        if self.grad_clip is not None:
+            object.__setattr__(
+                self, "grad_clip", _as_float("grad_clip", self.grad_clip)
+            )
+
         def positive_int(name: str) -> None:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -146,8 +161,6 @@ class TrainConfig:
             if isinstance(value, Mapping):
                 for sub_key, sub_value in value.items():
                     visit(f"{key}.{sub_key}", sub_value)
-            elif isinstance(value, (list, tuple)):
-                flat[key] = json.dumps(list(value))
             else:
                 flat[key] = value
 
@@ -166,16 +179,21 @@ class TrainConfig:
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
-    def resolve_device(self) -> str:
-        """'cuda' or 'cpu'; asking for more GPUs than exist is an error."""
+    def resolve_device(self, ranks_on_this_host: int | None = None) -> str:
+        """'cuda' or 'cpu'; asking for more GPUs than this host has is an error.
+
+        ``ranks_on_this_host`` is world_size for single-host runs and torchrun's
+        LOCAL_WORLD_SIZE for multi-node ones (one GPU per local rank).
+        """
+        local = self.world_size if ranks_on_this_host is None else ranks_on_this_host
         cuda = torch.cuda.is_available()
         device = ("cuda" if cuda else "cpu") if self.device == "auto" else self.device
         if device == "cuda":
             available = torch.cuda.device_count() if cuda else 0
-            if self.world_size > available:
+            if local > available:
                 raise ValueError(
-                    f"train.world_size={self.world_size} needs {self.world_size} CUDA GPUs "
-                    f"(one per rank), but {available} are available; lower world_size or use device: cpu"
+                    f"{local} ranks on this host need {local} CUDA GPU(s) (one per rank), "
+                    f"but {available} are available; lower train.world_size or use device: cpu"
                 )
         return device
 

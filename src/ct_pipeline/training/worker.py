@@ -454,10 +454,11 @@ def distributed_worker(
     backend: str,
     init_method: str,
     result_dir: Path | None,
+    local_world_size: int,
 ) -> TrainResult | None:
     """Join the process group, train, and on failure leave the error where the parent can read it."""
     try:
-        device_type = job.config.resolve_device()
+        device_type = job.config.resolve_device(local_world_size)
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
             device = torch.device("cuda", local_rank)

@@ -1,0 +1,121 @@
+"""torchrun entry point: the same worker as ``train_model``, for multi-node GPU runs.
+
+``kedro run`` must not run under torchrun (every rank would run every node),
+so this module loads the catalogued inputs through a Kedro session itself and
+hands them to the worker; torchrun provides RANK, WORLD_SIZE, LOCAL_RANK,
+LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Run ``kedro run --pipeline drr``
+(and the split) first, on a file system every node can read::
+
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
+        --rdzv-endpoint HOST:29500 -m ct_pipeline.training.launch \\
+        --project-path . --env base
+
+Rank 0 writes checkpoints under ``train.checkpoint_dir`` (``best.pt`` holds the
+best weights) and, given ``--mlflow-run-id``, logs into that MLflow run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ct_pipeline.ct.volume import CTVolume
+from ct_pipeline.drr.drrset import DRRSet
+from ct_pipeline.pipelines.partitions import load_partitions
+from ct_pipeline.tracking import MlflowSink
+from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.worker import (
+    TrainJob,
+    TrainResult,
+    cpu_share,
+    distributed_worker,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def load_catalogued_inputs(
+    project_path: Path, env: str | None
+) -> tuple[
+    dict[str, CTVolume], dict[str, DRRSet], dict[str, list[str]], dict[str, Any]
+]:
+    """``preprocessed_ct``, ``drr_sets``, ``patient_split`` and ``params:train`` from the catalogue."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project_path)
+    with KedroSession.create(project_path=project_path, env=env) as session:
+        catalog = session.load_context().catalog
+        split = catalog.load("patient_split")
+        params = dict(catalog.load("params:train"))
+        wanted = set(split["train"]) | set(split["val"])
+        volumes = catalog.load("preprocessed_ct")
+        drr_sets = catalog.load("drr_sets")
+    volumes = load_partitions(
+        {k: v for k, v in volumes.items() if k in wanted}, desc="load volumes"
+    )
+    drr_sets = load_partitions(
+        {k: v for k, v in drr_sets.items() if k in wanted}, desc="load DRR sets"
+    )
+    return volumes, drr_sets, split, params
+
+
+def run_under_torchrun(
+    volumes: dict[str, CTVolume],
+    drr_sets: dict[str, DRRSet],
+    split: dict[str, list[str]],
+    config: TrainConfig,
+    sink: MlflowSink | None = None,
+) -> TrainResult | None:
+    """Train as the rank torchrun started; returns the result on rank 0, None elsewhere."""
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    torch.set_num_threads(cpu_share(local_world_size))
+    config = config.replace(world_size=world_size)
+    backend = config.resolve_backend(config.resolve_device(local_world_size))
+    job = TrainJob(volumes, drr_sets, split, config, sink if rank == 0 else None)
+    return distributed_worker(
+        rank, world_size, local_rank, job, backend, "env://", None, local_world_size
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--project-path", type=Path, default=Path.cwd())
+    parser.add_argument("--env", default=None, help="Kedro config environment")
+    parser.add_argument("--mlflow-tracking-uri", default=None)
+    parser.add_argument(
+        "--mlflow-run-id", default=None, help="an existing run to log into (rank 0)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+
+    volumes, drr_sets, split, params = load_catalogued_inputs(
+        args.project_path.resolve(), args.env
+    )
+    sink = None
+    if args.mlflow_run_id:
+        uri = args.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+        sink = MlflowSink(uri, args.mlflow_run_id)
+    result = run_under_torchrun(
+        volumes, drr_sets, split, TrainConfig.from_params(params), sink
+    )
+    if result is not None:
+        logger.info(
+            "best val PSNR %.2f dB at epoch %d: %s",
+            result.best_val_psnr,
+            result.best_epoch,
+            result.checkpoint_paths["best"],
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+import pytest
+import torch
+from torch import nn
+
+from ct_pipeline.training.checkpoint import (
+    LAST,
+    find_resumable,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ct_pipeline.training.config import TrainConfig
+
+
+def _trained_state():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    return model, optimizer, scheduler
+
+
+def test_round_trip_through_weights_only_load(tmp_path):
+    model, optimizer, scheduler = _trained_state()
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": None,
+        "epoch": 3,
+        "config": TrainConfig().to_dict(),
+        "best_score": 21.5,
+        "best_epoch": 2,
+        "history": [{"epoch": 1, "train/loss": 0.5}],
+    }
+    save_checkpoint(tmp_path / LAST, payload)
+    loaded = load_checkpoint(tmp_path / LAST)
+    torch.testing.assert_close(loaded["model"]["weight"], model.weight.detach())
+    restored = torch.optim.AdamW(nn.Linear(3, 2).parameters(), lr=1e-2)
+    restored.load_state_dict(loaded["optimizer"])
+    torch.testing.assert_close(
+        restored.state_dict()["state"][0]["exp_avg"],
+        optimizer.state_dict()["state"][0]["exp_avg"],
+    )
+    assert loaded["scheduler"]["last_epoch"] == 1
+    assert (
+        loaded["config"] == TrainConfig().to_dict()
+        and loaded["history"] == payload["history"]
+    )
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
+    save_checkpoint(tmp_path / LAST, {"epoch": 1})
+    with pytest.raises(Exception, match="pickle"):
+        save_checkpoint(tmp_path / LAST, {"epoch": 2, "bad": lambda: None})
+    assert load_checkpoint(tmp_path / LAST) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == [
+        LAST
+    ]  # no temporary file left behind
+
+
+def test_find_resumable(tmp_path):
+    config = TrainConfig()
+    assert find_resumable(tmp_path, config) is None
+    save_checkpoint(tmp_path / LAST, {"epoch": 4, "config": config.to_dict()})
+    assert find_resumable(tmp_path, config)["epoch"] == 4
+    with pytest.raises(ValueError, match=r"different config \(fields \['model'\]\)"):
+        find_resumable(tmp_path, TrainConfig(model="small"))
