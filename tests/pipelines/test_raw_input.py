@@ -1,0 +1,92 @@
+"""``kedro run --pipeline drr`` on CTs dropped into data/01_raw of a tiny project:
+a real CT replaces the phantoms, a broken one stops the run naming the file."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+# Denser than any tissue of the phantom, so it is the volume's maximum.
+MARKER_HU = 2500.0
+
+# Glue bug (reported to the lead): with CTs in data/01_raw, make_phantoms saves
+# an empty dict, and preprocess_volumes then fails loading ``phantom_ct``
+# ("No partitions found"). Strict: the marker must go when the glue is fixed.
+PHANTOM_CT_EMPTY_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="phantom_ct (PartitionedDataset) cannot load the empty phantom folder",
+)
+
+
+def _lps_chest(size_vox: int, spacing_mm: float):
+    """A chest phantom (RAS+) with a dense marker in the left-anterior-superior
+    octant, and the same volume stored as an LPS NIfTI image."""
+    import nibabel as nib
+
+    from ct_pipeline.ct import CTVolume
+    from ct_pipeline.phantoms import chest_phantom
+
+    ras = chest_phantom(seed=11, size_vox=size_vox, spacing_mm=spacing_mm)
+    hu = ras.hu.copy()
+    n = size_vox
+    hu[n // 2 + 3 : n // 2 + 7, n // 2 + 1 : n // 2 + 5, n // 2 + 3 : n // 2 + 7] = (
+        MARKER_HU
+    )
+    ras = CTVolume(hu=hu, affine=ras.affine)
+    # i' = n - 1 - i, j' = n - 1 - j: the first two axes run toward L and P.
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = n - 1
+    lps = nib.Nifti1Image(hu[::-1, ::-1, :].copy(), ras.affine @ flip)
+    assert nib.aff2axcodes(lps.affine) == ("L", "P", "S")
+    return ras, lps
+
+
+@PHANTOM_CT_EMPTY_BUG
+def test_raw_ct_is_used_instead_of_phantoms(fresh_tiny_project):
+    import nibabel as nib
+
+    from ct_pipeline.ct import load_ct, preprocess_ct
+
+    project = fresh_tiny_project
+    params = project.params
+    ras, lps = _lps_chest(
+        params["phantoms"]["size_vox"], params["phantoms"]["spacing_mm"]
+    )
+    nib.save(lps, project.data / "01_raw" / "chest_lps.nii.gz")
+
+    project.run("drr")
+
+    source = json.loads((project.data / "03_primary/ct_source.json").read_text())
+    assert source == {"source": "raw", "patients": ["chest_lps"]}
+    assert not any((project.data / "02_intermediate/phantoms").glob("*"))
+    assert (project.data / "04_feature/drr/chest_lps.npz").is_file()
+    assert (project.data / "08_reporting/drr_previews/chest_lps.png").is_file()
+
+    prepared = load_ct(project.data / "03_primary/ct/chest_lps.nii.gz")
+    expected = preprocess_ct(ras, **params["preprocess"])
+    np.testing.assert_allclose(prepared.affine, expected.affine, atol=1e-4)
+    np.testing.assert_allclose(prepared.hu, expected.hu, atol=0.5)
+    # The marker sits left (+i), anterior (+j) and superior (+k) of the centre.
+    brightest = np.unravel_index(np.argmax(prepared.hu), prepared.hu.shape)
+    centre = (np.asarray(prepared.hu.shape) - 1) / 2
+    assert (np.asarray(brightest) > centre).all(), brightest
+
+
+@PHANTOM_CT_EMPTY_BUG
+def test_truncated_raw_ct_stops_the_run_naming_the_file(fresh_tiny_project):
+    import nibabel as nib
+
+    project = fresh_tiny_project
+    params = project.params
+    _, lps = _lps_chest(
+        params["phantoms"]["size_vox"], params["phantoms"]["spacing_mm"]
+    )
+    path = project.data / "01_raw" / "broken_scan.nii.gz"
+    nib.save(lps, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    with pytest.raises(Exception, match="broken_scan.nii.gz"):
+        project.run("drr")
+    assert not any((project.data / "04_feature").glob("drr/*"))
