@@ -9,10 +9,9 @@ from kedro.io import DatasetError
 
 from ct_pipeline.ct import CTVolume, save_ct
 from ct_pipeline.datasets import (
+    CTFolderDataset,
     DRRSetDataset,
-    NiftiDataset,
     PngDataset,
-    RawCTFolderDataset,
     TorchDataset,
 )
 from ct_pipeline.drr import DRRSet, Geometry
@@ -26,13 +25,24 @@ def _volume() -> CTVolume:
     return CTVolume(hu=hu, affine=affine)
 
 
-def test_nifti_dataset_round_trip(tmp_path):
-    dataset = NiftiDataset(str(tmp_path / "p1.nii.gz"))
-    dataset.save(_volume())
+def test_ct_folder_round_trip_replaces_stale_patients(tmp_path):
+    dataset = CTFolderDataset(str(tmp_path))
+    dataset.save({"old": _volume()})
+    dataset.save({"p1": _volume(), "p2": _volume})  # a value or a lazy loader
     loaded = dataset.load()
-    np.testing.assert_allclose(loaded.hu, _volume().hu)
-    np.testing.assert_allclose(loaded.affine, _volume().affine)
-    assert [p.name for p in tmp_path.iterdir()] == ["p1.nii.gz"]
+    assert sorted(loaded) == ["p1", "p2"]
+    np.testing.assert_allclose(loaded["p1"]().hu, _volume().hu)
+    np.testing.assert_allclose(loaded["p2"]().affine, _volume().affine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p1.nii.gz", "p2.nii.gz"]
+
+
+def test_read_only_ct_folder_refuses_writes(tmp_path):
+    with pytest.raises(DatasetError, match="never writes"):
+        CTFolderDataset(str(tmp_path), read_only=True).save({"p1": _volume()})
+
+
+def test_missing_ct_folder_loads_as_nothing(tmp_path):
+    assert CTFolderDataset(str(tmp_path / "absent")).load() == {}
 
 
 def test_drrset_dataset_round_trip(tmp_path):
@@ -66,7 +76,7 @@ def test_raw_folder_finds_nifti_and_dicom_series_and_skips_hidden(tmp_path):
     (tmp_path / "carol" / "IM0001.dcm").write_bytes(b"")
     (tmp_path / ".gitkeep").write_text("")
     (tmp_path / "notes.txt").write_text("not a CT")
-    loaders = RawCTFolderDataset(str(tmp_path)).load()
+    loaders = CTFolderDataset(str(tmp_path)).load()
     assert sorted(loaders) == ["alice", "bob", "carol"]
     np.testing.assert_allclose(loaders["alice"]().hu, _volume().hu)
 
@@ -75,12 +85,12 @@ def test_raw_folder_rejects_two_files_for_one_patient(tmp_path):
     save_ct(_volume(), tmp_path / "alice.nii.gz")
     save_ct(_volume(), tmp_path / "alice.nii")
     with pytest.raises(DatasetError, match="alice"):
-        RawCTFolderDataset(str(tmp_path)).load()
+        CTFolderDataset(str(tmp_path)).load()
 
 
 def test_empty_raw_folder_loads_as_nothing(tmp_path):
     (tmp_path / ".gitkeep").write_text("")
-    assert RawCTFolderDataset(str(tmp_path)).load() == {}
+    assert CTFolderDataset(str(tmp_path)).load() == {}
 
 
 def test_png_and_torch_datasets_round_trip(tmp_path):

@@ -1,9 +1,9 @@
-"""Custom Kedro datasets: NIfTI volumes, raw CT folders, DRR sets, PNGs, torch
+"""Custom Kedro datasets: folders of CT volumes, DRR sets, PNGs, torch
 files, and the MLflow connectors (metric sink, run tags, figure folders)."""
 
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.datasets.files import PngDataset, TorchDataset
-from ct_pipeline.datasets.nifti import NiftiDataset, RawCTFolderDataset
+from ct_pipeline.datasets.nifti import CTFolderDataset
 from ct_pipeline.datasets.tracking import (
     MetricSinkDataset,
     MlflowFiguresDataset,
@@ -17,8 +17,7 @@ __all__ = [
     "MlflowFiguresDataset",
     "MlflowRunsDataset",
     "MlflowTagsDataset",
-    "NiftiDataset",
     "PngDataset",
-    "RawCTFolderDataset",
+    "CTFolderDataset",
     "TorchDataset",
 ]

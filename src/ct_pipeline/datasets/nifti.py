@@ -1,8 +1,8 @@
-"""Kedro datasets for CT volumes: one NIfTI file, or a raw folder of CTs."""
+"""Kedro datasets for CT volumes: one NIfTI file, or a folder of CTs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -10,19 +10,8 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from ct_pipeline.ct import CTVolume, load_ct, save_ct
-from ct_pipeline.datasets.base import LocalFileDataset
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-
-
-class NiftiDataset(LocalFileDataset[CTVolume, CTVolume]):
-    """One CT volume as a NIfTI file (HU, RAS+ affine); saves atomically."""
-
-    def load(self) -> CTVolume:
-        return load_ct(self._filepath)
-
-    def save(self, data: CTVolume) -> None:
-        save_ct(data, self._filepath)
 
 
 def _is_dicom_series(folder: Path) -> bool:
@@ -37,16 +26,26 @@ def _patient_id(path: Path) -> str:
     return name
 
 
-class RawCTFolderDataset(AbstractDataset[None, dict[str, Callable[[], CTVolume]]]):
+class CTFolderDataset(
+    AbstractDataset[Mapping[str, Any], dict[str, Callable[[], CTVolume]]]
+):
     """Every CT in a folder: ``*.nii``, ``*.nii.gz`` files and DICOM series folders.
 
     Loads lazily, like Kedro's PartitionedDataset: a dict of patient id ->
     loader, so a folder of hundreds of CTs is read one at a time. Hidden files
-    (``.gitkeep``) are ignored, so an empty folder loads as ``{}``.
+    (``.gitkeep``) are ignored and an empty or missing folder loads as ``{}``
+    (PartitionedDataset refuses it, yet "no phantoms because real CTs exist"
+    is a normal state). Saving writes ``<patient>.nii.gz`` per entry (a
+    CTVolume or a loader of one), atomically, and removes the folder's other
+    NIfTI files so no stale patient survives a rerun. ``read_only`` folders
+    (raw input) refuse to be written.
     """
 
-    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str, read_only: bool = False, metadata: dict[str, Any] | None = None
+    ) -> None:
         self._path = Path(path)
+        self._read_only = read_only
         self.metadata = metadata
 
     def load(self) -> dict[str, Callable[[], CTVolume]]:
@@ -67,13 +66,23 @@ class RawCTFolderDataset(AbstractDataset[None, dict[str, Callable[[], CTVolume]]
             loaders[patient] = partial(load_ct, entry)
         return loaders
 
-    def save(self, data: None) -> None:
-        raise DatasetError(
-            f"{self._path} is raw input: the pipeline never writes to it"
-        )
+    def save(self, data: Mapping[str, Any]) -> None:
+        if self._read_only:
+            raise DatasetError(
+                f"{self._path} is input: the pipeline never writes to it"
+            )
+        keep = {f"{patient}.nii.gz" for patient in data}
+        for patient, volume in data.items():
+            save_ct(
+                volume() if callable(volume) else volume,
+                self._path / f"{patient}.nii.gz",
+            )
+        for stale in self._path.iterdir():
+            if stale.name.endswith(NIFTI_SUFFIXES) and stale.name not in keep:
+                stale.unlink()
 
     def _exists(self) -> bool:
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": str(self._path), "read_only": self._read_only}
