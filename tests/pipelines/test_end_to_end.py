@@ -214,11 +214,6 @@ def test_logged_model_reconstructs_one_drr_set(tiny_project, mlflow_run):
     np.testing.assert_allclose(output["hu"], evaluated.hu, atol=0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="conf/base/mlflow.yml tracking.run.nested: True makes kedro-mlflow "
-    "re-enter its run before each node and leave it active in the process",
-)
 def test_session_leaves_no_mlflow_run_active(tiny_project):
     assert tiny_project.leaked_runs == 0
 
