@@ -495,6 +495,7 @@ def spawned_worker(
     # The launcher leaves threads alone; each worker takes its share of the cores.
     torch.set_num_threads(cpu_share(world_size))
     logging.basicConfig(level=logging.INFO)
+    init_method = f"tcp://127.0.0.1:{port}"
     distributed_worker(
-        rank, world_size, rank, job, backend, f"tcp://127.0.0.1:{port}", result_dir
+        rank, world_size, rank, job, backend, init_method, result_dir, world_size
     )
