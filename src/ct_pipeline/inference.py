@@ -56,19 +56,25 @@ def load_bundle(bundle: Mapping[str, Any]) -> nn.Module:
     return network.eval()
 
 
-def volume_affine(isocentre_mm: np.ndarray, volume_size: int, spacing_mm: float) -> np.ndarray:
+def volume_affine(
+    isocentre_mm: np.ndarray, volume_size: int, spacing_mm: float
+) -> np.ndarray:
     """RAS+ affine of the cube the network predicts: centred on the isocentre.
 
     Equals the preprocessed CT's affine, whose centre is the isocentre by
     construction, so a prediction overlays its ground truth.
     """
     affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
-    affine[:3, 3] = np.asarray(isocentre_mm, dtype=np.float64) - (volume_size - 1) / 2 * spacing_mm
+    affine[:3, 3] = (
+        np.asarray(isocentre_mm, dtype=np.float64) - (volume_size - 1) / 2 * spacing_mm
+    )
     return affine
 
 
 @torch.no_grad()
-def reconstruct(network: nn.Module, bundle: Mapping[str, Any], drr_set: DRRSet) -> CTVolume:
+def reconstruct(
+    network: nn.Module, bundle: Mapping[str, Any], drr_set: DRRSet
+) -> CTVolume:
     """The HU volume (RAS+, true affine) reconstructed from the views the model knows."""
     geometry = Geometry.from_dict(bundle["geometry"])
     if drr_set.geometry != geometry:
@@ -83,5 +89,7 @@ def reconstruct(network: nn.Module, bundle: Mapping[str, Any], drr_set: DRRSet) 
     unit = output["volume"][0, 0].float().numpy()
     return CTVolume(
         hu=to_hu(unit, bundle["hu_window"]).astype(np.float32),
-        affine=volume_affine(drr_set.isocentre_mm, bundle["volume_size"], bundle["spacing_mm"]),
+        affine=volume_affine(
+            drr_set.isocentre_mm, bundle["volume_size"], bundle["spacing_mm"]
+        ),
     )

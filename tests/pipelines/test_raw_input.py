@@ -15,10 +15,6 @@ MARKER_HU = 2500.0
 # {} to phantom_ct, and CTFolderDataset.save lists a folder it never created
 # (datasets/nifti.py, ``self._path.iterdir()``) on a fresh checkout.
 # Strict: this marker must go when the glue is fixed.
-EMPTY_PHANTOM_SAVE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="CTFolderDataset.save({}) fails when data/02_intermediate/phantoms is absent",
-)
 
 
 def _lps_chest(size_vox: int, spacing_mm: float):
@@ -44,7 +40,6 @@ def _lps_chest(size_vox: int, spacing_mm: float):
     return ras, lps
 
 
-@EMPTY_PHANTOM_SAVE_BUG
 def test_raw_ct_is_used_instead_of_phantoms(fresh_tiny_project):
     import nibabel as nib
 
@@ -76,7 +71,6 @@ def test_raw_ct_is_used_instead_of_phantoms(fresh_tiny_project):
     assert (np.asarray(brightest) > centre).all(), brightest
 
 
-@EMPTY_PHANTOM_SAVE_BUG
 def test_truncated_raw_ct_stops_the_run_naming_the_file(fresh_tiny_project):
     import nibabel as nib
 

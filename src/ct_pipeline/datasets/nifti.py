@@ -71,6 +71,7 @@ class CTFolderDataset(
             raise DatasetError(
                 f"{self._path} is input: the pipeline never writes to it"
             )
+        self._path.mkdir(parents=True, exist_ok=True)
         keep = {f"{patient}.nii.gz" for patient in data}
         for patient, volume in data.items():
             save_ct(

@@ -44,4 +44,9 @@ class DRRSet:
                     f"view {angle} deg was not rendered; available: {self.angles_deg.tolist()}"
                 )
             index.append(int(hits[0]))
-        return DRRSet(self.projections[index], self.angles_deg[index], self.geometry, self.isocentre_mm)
+        return DRRSet(
+            self.projections[index],
+            self.angles_deg[index],
+            self.geometry,
+            self.isocentre_mm,
+        )

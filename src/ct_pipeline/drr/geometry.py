@@ -43,7 +43,9 @@ class Geometry:
             object.__setattr__(self, "detector_px", (self.detector_px,) * 2)
         object.__setattr__(self, "detector_px", tuple(int(n) for n in self.detector_px))
         if len(self.detector_px) != 2 or min(self.detector_px) < 1:
-            raise ValueError(f"detector_px must be (rows, cols) >= 1, got {self.detector_px}")
+            raise ValueError(
+                f"detector_px must be (rows, cols) >= 1, got {self.detector_px}"
+            )
         if self.beam not in ("cone", "parallel"):
             raise ValueError(f"beam must be 'cone' or 'parallel', got {self.beam!r}")
         if not 0 < self.sad_mm < self.sdd_mm:
@@ -73,7 +75,9 @@ def default_angles(num_views: int) -> list[float]:
     return [k * 180.0 / num_views for k in range(num_views)]
 
 
-def view_frames(angles_deg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def view_frames(
+    angles_deg: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unit vectors (d, u, v), each (V, 3), of the views at ``angles_deg`` (V,)."""
     theta = torch.deg2rad(angles_deg.to(torch.float64))
     zeros = torch.zeros_like(theta)
@@ -127,12 +131,16 @@ def project_points(
     point on the ray of pixel (r, c) projects to (r, c) exactly.
     """
     d, u, v = view_frames(angles_deg)  # (V, 3) each
-    rel = points_mm.to(torch.float64)[None] - isocentre_mm.to(torch.float64)  # (1, N, 3)
+    rel = points_mm.to(torch.float64)[None] - isocentre_mm.to(
+        torch.float64
+    )  # (1, N, 3)
     along_u = torch.einsum("vc,vnc->vn", u, rel.expand(d.shape[0], -1, -1))
     along_v = torch.einsum("vc,vnc->vn", v, rel.expand(d.shape[0], -1, -1))
     if geometry.beam == "cone":
         # Similar triangles: the distance from the source along d sets the scale.
-        depth = geometry.sad_mm + torch.einsum("vc,vnc->vn", d, rel.expand(d.shape[0], -1, -1))
+        depth = geometry.sad_mm + torch.einsum(
+            "vc,vnc->vn", d, rel.expand(d.shape[0], -1, -1)
+        )
         scale = geometry.sdd_mm / depth
         along_u, along_v = along_u * scale, along_v * scale
     rows, cols = geometry.detector_px
