@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -96,7 +97,7 @@ def main() -> None:
 
     rows = []
     for name in CONFIG_NAMES:
-        steps = args.steps if not name.endswith("medical") else 2
+        steps = args.steps if not name.endswith("medical") else 1
         command = [
             sys.executable,
             __file__,
@@ -120,6 +121,8 @@ def main() -> None:
         "peak RSS of a subprocess per config (imports alone: "
         f"{baseline_rss_mb():.0f} MB). Parameters counted at the config's full grid;",
         "time and memory at 32^3 (medical's 128^3 does not fit a CPU budget).",
+        f"Load average when done: {os.getloadavg()[0]:.1f} (the cores are shared;",
+        "a load above the thread count inflates the times).",
         "",
         "| config | parameters | params at | timed at | step (s) | best step (s) | peak RSS (MB) |",
         "|---|---:|---|---|---:|---:|---:|",

@@ -7,7 +7,7 @@ default_angles(num_views); the tiny hybrid trains on all 8 with AdamW and the
 full six-term loss. Pass: the training loss falls at least 10x. Writes
 benchmarks/results/overfit_tiny.png and a section of benchmarks/results/models.md.
 
-    .venv/bin/python benchmarks/overfit_tiny.py [--steps 300]
+    .venv/bin/python benchmarks/overfit_tiny.py [--steps 600]
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def make_data(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--views", type=int, default=4)
