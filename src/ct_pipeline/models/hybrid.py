@@ -19,6 +19,18 @@ from ct_pipeline.models.unet3d import LEVELS, UNet3d
 logger = logging.getLogger(__name__)
 
 
+def unit_range(x: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] in the forward pass, identity gradient in the backward pass.
+
+    Half of a chest cube is air, exactly 0 after HU scaling. A sigmoid only
+    approaches 0, with a vanishing gradient, so air stayed ~150 HU too bright
+    and capped PSNR; a plain clamp would stop the gradient of voxels pushed
+    out of range. The straight-through clamp reaches 0 and 1 exactly and keeps
+    every voxel trainable.
+    """
+    return x + (x.clamp(0.0, 1.0) - x).detach()
+
+
 class ReconstructionNet(nn.Module):
     """``model(views (B, V, H, W), angles_deg (V,))`` -> {"volume", "deep", "attention"}.
 
@@ -103,8 +115,8 @@ class ReconstructionNet(nn.Module):
             for module in attention_modules.values():
                 module.record, module.last_weights = False, None
         return {
-            "volume": torch.sigmoid(logits),
-            "deep": [torch.sigmoid(c) for c in coarse],
+            "volume": unit_range(logits),
+            "deep": [unit_range(c) for c in coarse],
             "attention": attention,
         }
 
