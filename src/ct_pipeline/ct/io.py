@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from ct_pipeline.atomic import atomic_path
 from ct_pipeline.ct.dicom import read_dicom_series
 from ct_pipeline.ct.errors import CTInputError
 from ct_pipeline.ct.volume import CTVolume
@@ -118,21 +118,9 @@ def save_ct(ct: CTVolume, path: str | os.PathLike) -> None:
     path = Path(path)
     if not is_nifti(path):
         raise ValueError(f"save_ct writes .nii or .nii.gz, got {path.name!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = nib.Nifti1Image(ct.hu.astype(np.float32, copy=False), ct.affine)
     image.set_qform(ct.affine, code=1)
     image.set_sform(ct.affine, code=1)
     image.header.set_xyzt_units(xyz="mm")
-    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    # Same folder so os.replace is a rename on one file system: a reader sees the
-    # old file or the complete new one, never half of it.
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix, dir=path.parent
-    )
-    os.close(handle)
-    try:
-        nib.save(image, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        nib.save(image, temp)
