@@ -40,8 +40,13 @@ viz: install
 mlflow-ui: install
 	$(BIN)/kedro mlflow ui
 
+# DiffDRR (the peer renderer) only for the benchmark. Its full dependency set
+# pulls torchvision, which does not import beside the CPU torch: install the
+# modules its renderer imports, without their dependencies.
+DIFFDRR := diffdrr==0.6.1 fastcore einops kornia kornia_rs torchio simpleitk humanize deprecated wrapt jaxtyping wadler_lindig
+
 bench: install
-	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[bench]"
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt --no-deps $(DIFFDRR)
 	$(BIN)/python benchmarks/bench_drr.py
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_training.py

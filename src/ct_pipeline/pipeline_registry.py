@@ -34,6 +34,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     learn = train.create_pipeline() + evaluate.create_pipeline()
     return {
         "drr": render,
+        # The split alone, for multi-node runs that train under torchrun.
+        "split": train.create_pipeline().only_nodes("split_dataset"),
         "train": _with_model_logging(learn),
         "evaluate": evaluate.create_pipeline(),
         "predict": predict.create_pipeline(),

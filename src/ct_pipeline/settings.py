@@ -10,3 +10,7 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}
+
+from ct_pipeline.hooks import RunSummaryHook  # noqa: E402 - after the telemetry switch
+
+HOOKS = (RunSummaryHook(),)

@@ -1,0 +1,38 @@
+"""Project hooks: tell the user where a run's results are when it ends."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+
+REPORTING = Path("data/08_reporting")
+
+
+class RunSummaryHook:
+    """Logs the MLflow run id, how to open the UI, and the picture folders."""
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        # kedro-mlflow may already have closed its run: last_active_run still knows it.
+        run = mlflow.active_run() or mlflow.last_active_run()
+        lines = [f"Pictures and tables: {REPORTING.resolve()}/"]
+        if (REPORTING / "drr_previews").is_dir():
+            lines.append(
+                f"  DRR previews:    {(REPORTING / 'drr_previews').resolve()}/"
+            )
+        if (REPORTING / "reconstructions").is_dir():
+            lines.append(
+                f"  reconstructions: {(REPORTING / 'reconstructions').resolve()}/"
+            )
+        if run is not None:
+            lines += [
+                f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}",
+                "  open it with `kedro mlflow ui` (or `make mlflow-ui`), then http://127.0.0.1:5000",
+            ]
+        logger.info("\n".join(lines))
