@@ -150,8 +150,14 @@ def run_kedro(project: Path, pipeline_name: str | None = None) -> int:
     import torch
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+    from kedro_mlflow.framework.hooks.mlflow_hook import mlflow_hook
 
     os.environ["KEDRO_DISABLE_TELEMETRY"] = "1"
+    # kedro-mlflow's hook is a process-wide singleton that keeps the last run id
+    # and reopens it before every node, even in a later session whose pipeline
+    # has tracking off (drr). One `kedro run` per process never meets this;
+    # several sessions in one test process do, so each starts clean.
+    mlflow_hook.run_id = None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with inside(project):

@@ -8,6 +8,7 @@ from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
+from mlflow.exceptions import MlflowException
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,12 @@ class RunSummaryHook:
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
         # kedro-mlflow may already have closed its run: last_active_run still knows it.
-        run = mlflow.active_run() or mlflow.last_active_run()
+        try:
+            run = mlflow.active_run() or mlflow.last_active_run()
+        except MlflowException:
+            # The process's last run lives in another tracking store (several
+            # sessions in one process, e.g. a notebook): nothing to point at.
+            run = None
         lines = [f"Pictures and tables: {REPORTING.resolve()}/"]
         if (REPORTING / "drr_previews").is_dir():
             lines.append(
