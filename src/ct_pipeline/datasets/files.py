@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
-from ct_pipeline.atomic import atomic_path, write_bytes_atomic
+from ct_pipeline.atomic import write_bytes_atomic
 from ct_pipeline.datasets.base import LocalFileDataset
+from ct_pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 class PngDataset(LocalFileDataset[bytes, bytes]):
@@ -23,13 +22,12 @@ class PngDataset(LocalFileDataset[bytes, bytes]):
 class TorchDataset(LocalFileDataset[dict[str, Any], dict[str, Any]]):
     """A dict of tensors and plain values (a checkpoint or a state dict).
 
-    Loaded with ``weights_only=True``: a checkpoint from elsewhere cannot run
-    code on load.
+    Read and written exactly like training checkpoints: atomically, and loaded
+    with ``weights_only=True`` so a file from elsewhere cannot run code.
     """
 
     def load(self) -> dict[str, Any]:
-        return torch.load(self._filepath, map_location="cpu", weights_only=True)
+        return load_checkpoint(self._filepath)
 
     def save(self, data: dict[str, Any]) -> None:
-        with atomic_path(self._filepath) as tmp:
-            torch.save(data, tmp)
+        save_checkpoint(self._filepath, data)
