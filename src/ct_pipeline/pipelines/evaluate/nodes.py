@@ -19,7 +19,7 @@ from ct_pipeline.evaluation.report import per_patient_table, summary
 from ct_pipeline.inference import load_bundle
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import attention_maps, count_parameters, plot_attention
-from ct_pipeline.pipelines.partitions import iter_partitions, load_one
+from ct_pipeline.pipelines.partitions import iter_partitions, load_one, load_partitions
 from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
 
 logger = logging.getLogger(__name__)
@@ -59,10 +59,8 @@ def score_test_set(
     that ignored its input would predict; a model must beat it to have learned.
     """
     hu_window = tuple(best_model["hu_window"])
-    truths = dict(
-        iter_partitions(
-            {p: preprocessed_ct[p] for p in patient_split["test"]}, "ground truth"
-        )
+    truths = load_partitions(
+        {p: preprocessed_ct[p] for p in patient_split["test"]}, desc="ground truth"
     )
     predictions = {
         p: to_unit(volume.hu, hu_window)
