@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 
 export KEDRO_DISABLE_TELEMETRY := 1
 
-.PHONY: install run test lint viz mlflow-ui bench clean-data
+.PHONY: install run test lint viz mlflow-ui bench study clean-data
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ test: install lint
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+# The views and component studies (data/08_reporting/study, one MLflow run
+# per variant under a study run). Hours on 2 CPU cores with the defaults.
+study: install
+	$(BIN)/kedro run --pipelines drr
+	$(BIN)/python -m ct_pipeline.pipelines.study
 
 viz: install
 	$(BIN)/kedro viz run

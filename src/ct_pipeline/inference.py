@@ -50,6 +50,7 @@ def load_bundle(bundle: Mapping[str, Any]) -> nn.Module:
         Geometry.from_dict(bundle["geometry"]),
         bundle["volume_size"],
         bundle["spacing_mm"],
+        len(bundle["angles_deg"]),
         **bundle["model_overrides"],
     )
     network.load_state_dict(bundle["state_dict"])

@@ -97,3 +97,44 @@ def test_every_parameter_gets_a_gradient(overrides: dict[str, bool]) -> None:
     assert not missing, f"no gradient reached {missing}"
     dead = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
     assert not dead, f"zero gradient at {dead}"
+
+
+def test_concat_fusion_keeps_which_view_a_feature_came_from() -> None:
+    """Swapping the two views changes a concat model's output, not a mean/max one's
+    (whose fusion is symmetric in the views, up to the angle embedding)."""
+    torch.manual_seed(0)
+    model = build_model("tiny", GEOMETRY, 16, 24.0, 2, view_fusion="concat")
+    lifted_a = model.lifts[0](torch.rand(1, 2, 9, 32, 32), torch.tensor([0.0, 90.0]))
+    assert lifted_a.shape == (1, 4, 16, 16, 16)
+    features = torch.rand(1, 2, 9, 32, 32)
+    angles = torch.tensor([0.0, 0.0])  # same rays: only the view order differs
+    concat = model.lifts[0](features, angles)
+    swapped = model.lifts[0](features.flip(1), angles)
+    assert not torch.allclose(concat, swapped)
+    mean_max = build_model("tiny", GEOMETRY, 16, 24.0).lifts[0]
+    torch.testing.assert_close(
+        mean_max(features, angles), mean_max(features.flip(1), angles)
+    )
+    with pytest.raises(ValueError, match="concatenates 2 views, got 3"):
+        model(*_views(1, 3))
+    with pytest.raises(ValueError, match="needs num_views"):
+        build_model("tiny", GEOMETRY, 16, 24.0, view_fusion="concat")
+
+
+def test_backprojection_unet_smears_each_view_along_its_rays() -> None:
+    """The reference's input: a bright detector column lights the voxels on its rays."""
+    model = build_model("bp_unet", GEOMETRY, 16, 24.0, 2)
+    views = torch.zeros(1, 2, 32, 32)
+    views[0, 0, :, 22:27] = 10.0  # PA view, a band right of centre on the image
+    smeared = model.backproject(views, torch.tensor([0.0, 90.0]))[0]  # (2, n, n, n)
+    assert smeared[1].abs().max() == 0  # the lateral view was empty
+    # PA: the image's right is the patient's left (low i, as +i is the right);
+    # the ray crosses the cube front to back, so every j is lit.
+    assert smeared[0][:8].sum() > 0 and smeared[0][8:].abs().max() == 0
+    assert (smeared[0].sum(dim=(0, 2)) > 0).all()
+    out = model(*_views(2, 2))
+    assert out["volume"].shape == (2, 1, 16, 16, 16) and out["deep"] == []
+    out["volume"].mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="no model overrides"):
+        build_model("bp_unet", GEOMETRY, 16, 24.0, 2, swin=False)

@@ -84,21 +84,32 @@ def test_flat_params_for_trackers():
     assert all(key.startswith("train.") for key in flat)
 
 
-def test_identity_hash_follows_what_is_learnt_not_how_fast():
+def test_identity_hash_covers_every_field_that_shapes_the_weights():
     signature = {"volume_size": 32, "train": ["a", "b"]}
-    base = TrainConfig().identity_hash(signature)
+    base = TrainConfig(batch_size_per_device=4).identity_hash(signature)
+    # Same global batch, other hardware or paths: the same weights.
     for same in (
-        {"lr": 1e-2},
-        {"epochs": 50},
-        {"world_size": 4},
-        {"batch_size_per_device": 8},
+        {"world_size": 2, "batch_size_per_device": 2},
+        {"grad_accum_steps": 4, "batch_size_per_device": 1},
+        {"checkpoint_dir": "elsewhere", "batch_size_per_device": 4},
+        {"dist_timeout_s": 5.0, "batch_size_per_device": 4},
     ):
         assert TrainConfig(**same).identity_hash(signature) == base, same
+    # A learning-rate sweep or a longer schedule is a new model, never a resume.
     for different in (
+        {"lr": 1e-2},
+        {"epochs": 50},
+        {"batch_size_per_device": 8},
+        {"weight_decay": 0.1},
+        {"warmup_epochs": 0.0},
+        {"validate_every": 2},
         {"model": "small"},
         {"num_views": 4},
         {"hu_window": (-1000, 2000)},
+        {"loss_weights": {"l1": 1.0}},
         {"seed": 1},
     ):
-        assert TrainConfig(**different).identity_hash(signature) != base, different
-    assert TrainConfig().identity_hash({**signature, "train": ["a", "c"]}) != base
+        config = TrainConfig(**{"batch_size_per_device": 4, **different})
+        assert config.identity_hash(signature) != base, different
+    other_split = {**signature, "train": ["a", "c"]}
+    assert TrainConfig(batch_size_per_device=4).identity_hash(other_split) != base

@@ -169,7 +169,7 @@ def test_resume_continues_after_the_last_finished_epoch(data, tmp_path, caplog):
         train_model(volumes, drr_sets, SPLIT, config, CrashAfter(1))
     with caplog.at_level(logging.INFO, logger="ct_pipeline.training"):
         resumed = train_model(volumes, drr_sets, SPLIT, config)
-    assert "resuming from epoch 1" in caplog.text
+    assert "resuming an interrupted run of this setup from epoch 1" in caplog.text
     assert resumed.start_epoch == 2
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     # Same schedule, data order and optimiser state: the interruption leaves no trace.
@@ -181,6 +181,21 @@ def test_resume_continues_after_the_last_finished_epoch(data, tmp_path, caplog):
         )
     assert resumed.best_val_psnr == max(h["val/psnr_3d"] for h in resumed.history)
     assert resumed.checkpoint_paths["last"].parent.name.startswith("tiny-")
+
+
+def test_a_finished_run_is_never_reused_under_another_schedule(data, tmp_path, caplog):
+    """Issue: after a finished run, another lr or batch size "resumed" at the last
+    epoch, trained nothing and labelled the old weights with the new parameters."""
+    volumes, drr_sets = data
+    first = train_model(volumes, drr_sets, SPLIT, make_config(tmp_path))
+    for change in ({"lr": 1e-4}, {"batch_size_per_device": 2}, {"epochs": 3}):
+        other = train_model(volumes, drr_sets, SPLIT, make_config(tmp_path, **change))
+        assert other.start_epoch == 1, change
+        assert other.checkpoint_paths["last"] != first.checkpoint_paths["last"]
+    with caplog.at_level(logging.WARNING, logger="ct_pipeline.training"):
+        again = train_model(volumes, drr_sets, SPLIT, make_config(tmp_path))
+    assert "already finished training (2/2 epochs" in caplog.text
+    assert again.start_epoch == 3 and again.history == first.history
 
 
 def test_a_longer_run_extends_a_finished_one(data, tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ct_pipeline.drr.geometry import Geometry
+from ct_pipeline.drr.physics import MU_WATER_PER_MM
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class DRRSet:
     angles_deg: np.ndarray  # (V,) float64
     geometry: Geometry
     isocentre_mm: np.ndarray  # (3,) float64
+    # The HU -> mu scale the views were rendered with: training re-renders
+    # moved patients (augmentation) with the same physics.
+    mu_water_per_mm: float = MU_WATER_PER_MM
 
     def __post_init__(self) -> None:
         views = self.projections.shape[0] if self.projections.ndim == 3 else None
@@ -49,4 +53,5 @@ class DRRSet:
             self.angles_deg[index],
             self.geometry,
             self.isocentre_mm,
+            self.mu_water_per_mm,
         )

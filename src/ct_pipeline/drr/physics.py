@@ -16,8 +16,11 @@ from scipy.ndimage import gaussian_filter
 
 ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
+# Water's linear attenuation at diagnostic energies (~70 keV effective), 1/mm.
+MU_WATER_PER_MM = 0.02
 
-def hu_to_mu(hu: ArrayT, mu_water_per_mm: float = 0.02) -> ArrayT:
+
+def hu_to_mu(hu: ArrayT, mu_water_per_mm: float = MU_WATER_PER_MM) -> ArrayT:
     """Linear attenuation in 1/mm from Hounsfield units (numpy or torch).
 
     Clipping at 0 makes scanner padding (-2048, -3024) count as air instead of

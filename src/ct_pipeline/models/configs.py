@@ -13,6 +13,11 @@ from dataclasses import dataclass, fields, replace
 
 from torch import nn
 
+VIEW_FUSIONS = ("concat", "mean_max")
+# The plain back-projection U-Net reference (models/backprojection_unet.py):
+# not a ModelConfig, it has no switches.
+BP_UNET = "bp_unet"
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -31,6 +36,9 @@ class ModelConfig:
     # full-resolution level costs most of a step (8x the voxels of the next).
     light_levels: tuple[int, ...] = ()
     mlp_ratio: float = 2.0
+    # How lifted views are fused: "concat" (view order kept, weights tied to
+    # the view count) or "mean_max" (any view count); see models/lifting.py.
+    view_fusion: str = "mean_max"
     swin: bool = True
     cross_view: bool = True
     residual_dense: bool = True
@@ -48,6 +56,10 @@ class ModelConfig:
             object.__setattr__(self, name, levels)
             if any(level not in range(4) for level in levels):
                 raise ValueError(f"{name} must be within 0..3, got {levels}")
+        if self.view_fusion not in VIEW_FUSIONS:
+            raise ValueError(
+                f"view_fusion must be one of {VIEW_FUSIONS}, got {self.view_fusion!r}"
+            )
         if self.encoder_channels[3] % (4 * self.cross_view_heads):
             raise ValueError(
                 "encoder_channels[3] must be divisible by 4 * cross_view_heads, got "
@@ -91,7 +103,7 @@ def get_config(name: str, **overrides: object) -> ModelConfig:
     """The named config with ``overrides`` (any ModelConfig field) applied."""
     if name not in CONFIGS:
         raise ValueError(
-            f"unknown model config {name!r}, expected one of {sorted(CONFIGS)}"
+            f"unknown model config {name!r}, expected one of {sorted(CONFIGS)} or {BP_UNET!r}"
         )
     known = {f.name for f in fields(ModelConfig)}
     unknown = set(overrides) - known

@@ -9,26 +9,21 @@ import torch
 from torch import nn
 
 from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.models.configs import ModelConfig, count_parameters, get_config
+from ct_pipeline.models.backprojection_unet import BackprojectionUNet
+from ct_pipeline.models.configs import (
+    BP_UNET,
+    ModelConfig,
+    count_parameters,
+    get_config,
+)
 from ct_pipeline.models.cross_view import CrossViewAttention
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE, XrayEncoder2d
 from ct_pipeline.models.lifting import GeometricLifting
+from ct_pipeline.models.output import unit_range
 from ct_pipeline.models.swin3d import WindowAttention3d
 from ct_pipeline.models.unet3d import LEVELS, UNet3d
 
 logger = logging.getLogger(__name__)
-
-
-def unit_range(x: torch.Tensor) -> torch.Tensor:
-    """Clamp to [0, 1] in the forward pass, identity gradient in the backward pass.
-
-    Half of a chest cube is air, exactly 0 after HU scaling. A sigmoid only
-    approaches 0, with a vanishing gradient, so air stayed ~150 HU too bright
-    and capped PSNR; a plain clamp would stop the gradient of voxels pushed
-    out of range. The straight-through clamp reaches 0 and 1 exactly and keeps
-    every voxel trainable.
-    """
-    return x + (x.clamp(0.0, 1.0) - x).detach()
 
 
 class ReconstructionNet(nn.Module):
@@ -46,8 +41,11 @@ class ReconstructionNet(nn.Module):
         geometry: Geometry,
         volume_size: int,
         spacing_mm: float,
+        num_views: int | None = None,
     ) -> None:
         super().__init__()
+        if config.view_fusion == "concat" and num_views is None:
+            raise ValueError("view_fusion 'concat' needs num_views, got None")
         if volume_size % 2 ** (LEVELS - 1) or volume_size < 2 ** (LEVELS - 1):
             raise ValueError(
                 f"volume_size must be a positive multiple of 8, got {volume_size}"
@@ -72,6 +70,7 @@ class ReconstructionNet(nn.Module):
                 spacing_mm * 2**level,
                 lift_in[level],
                 config.lift_channels[level],
+                num_views if config.view_fusion == "concat" else None,
             )
             for level in range(LEVELS)
         )
@@ -133,13 +132,27 @@ def build_model(
     geometry: Geometry,
     volume_size: int,
     spacing_mm: float,
+    num_views: int | None = None,
     **overrides: object,
-) -> ReconstructionNet:
-    """The named config ("tiny", "small", "medical", "unet_tiny", ...) with
-    ``overrides`` of any ModelConfig field (e.g. swin=False for an ablation)."""
-    model = ReconstructionNet(
-        get_config(name, **overrides), geometry, volume_size, spacing_mm
-    )
+) -> nn.Module:
+    """The named network for ``num_views`` views.
+
+    A hybrid config ("tiny", "small", "medical", "unet_tiny", ...) with
+    ``overrides`` of any ModelConfig field (e.g. swin=False for an ablation),
+    or the plain reference "bp_unet" (no overrides). ``num_views`` is needed
+    by the configs whose weights are tied to it (view_fusion "concat", bp_unet).
+    """
+    model: nn.Module
+    if name == BP_UNET:
+        if overrides:
+            raise ValueError(f"{BP_UNET} takes no model overrides, got {overrides}")
+        if num_views is None:
+            raise ValueError(f"{BP_UNET} needs num_views, got None")
+        model = BackprojectionUNet(geometry, volume_size, spacing_mm, num_views)
+    else:
+        model = ReconstructionNet(
+            get_config(name, **overrides), geometry, volume_size, spacing_mm, num_views
+        )
     logger.info(
         "built model %s (%s) with %d parameters",
         name,

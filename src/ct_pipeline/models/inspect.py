@@ -23,7 +23,7 @@ def attention_maps(
             maps = model(views, angles_deg, return_attention=True)["attention"]
     finally:
         model.train(was_training)
-    return dict(maps)
+    return dict(maps or {})
 
 
 def plot_attention(maps: dict[str, torch.Tensor], max_panels: int = 6) -> Figure:

@@ -6,8 +6,14 @@ k -> S) the lifting finds its detector position on every view with
 ``geometry.project_points`` -- the very function the renderer's rays invert --
 and samples that view's feature map there (bilinear, zeros off the detector).
 A feature seen at one detector pixel therefore lands on the voxels of that
-pixel's ray. Views are fused by their mean and maximum, so any number of views
-at any angles works with the same weights.
+pixel's ray. Views are fused in one of two ways (``ModelConfig.view_fusion``):
+
+- "concat": the views' samples side by side in view order, then a 1x1x1 conv.
+  The network knows which view each feature came from (for PA + lateral, the
+  depth along one view is the width along the other); the weights are tied
+  to the number of views.
+- "mean_max": the mean and the maximum over views; any number of views at any
+  angles works with the same weights, but a feature's view is lost.
 """
 
 from __future__ import annotations
@@ -72,10 +78,16 @@ class GeometricLifting(nn.Module):
         spacing_mm: float,
         in_channels: int,
         out_channels: int,
+        num_views: int | None = None,
     ) -> None:
+        """``num_views`` given: "concat" fusion for exactly that many views; None: "mean_max"."""
         super().__init__()
+        if num_views is not None and num_views < 1:
+            raise ValueError(f"num_views must be >= 1 or None, got {num_views}")
         self.geometry, self.size, self.spacing_mm = geometry, size, spacing_mm
-        self.fuse = nn.Conv3d(2 * in_channels, out_channels, 1)
+        self.num_views = num_views
+        fused_in = in_channels * (2 if num_views is None else num_views)
+        self.fuse = nn.Conv3d(fused_in, out_channels, 1)
         self._grids: dict[tuple, torch.Tensor] = {}
 
     def grid(self, angles_deg: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -88,11 +100,19 @@ class GeometricLifting(nn.Module):
         return self._grids[key]
 
     def forward(self, features: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+        b, v = features.shape[:2]
+        if self.num_views is not None and v != self.num_views:
+            raise ValueError(
+                f"this lifting concatenates {self.num_views} views, got {v}"
+            )
         samples = sample_views(
             features, self.grid(angles_deg, features.device)
         )  # (B, V, C, N)
-        fused = torch.cat(
-            [samples.mean(dim=1), samples.amax(dim=1)], dim=1
-        )  # (B, 2C, N)
+        if self.num_views is None:
+            fused = torch.cat(
+                [samples.mean(dim=1), samples.amax(dim=1)], dim=1
+            )  # (B, 2C, N)
+        else:
+            fused = samples.reshape(b, -1, samples.shape[-1])  # (B, V C, N)
         n = self.size
         return self.fuse(fused.view(fused.shape[0], -1, n, n, n))

@@ -60,25 +60,44 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def find_resumable(directory: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The ``last.pt`` of this run folder, or None when training starts fresh."""
+    """The ``last.pt`` of this run folder, or None when training starts fresh.
+
+    The folder is keyed by the config's identity hash, so a checkpoint whose
+    stored identity differs was put there by hand (or by an older version):
+    refused, never silently continued.
+    """
     path = directory / LAST
     if not path.exists():
         return None
-    checkpoint = load_checkpoint(path)
-    stored = checkpoint.get("config", {})
-    mismatched = [
-        name
-        for name in ("model", "model_overrides", "hu_window")
-        if stored.get(name) != config.to_dict()[name]
-    ]
+    try:
+        checkpoint = load_checkpoint(path)
+    except Exception as error:
+        raise ValueError(
+            f"cannot read checkpoint {path} ({error}); delete it to train from scratch"
+        ) from error
+    stored = TrainConfig.from_params(checkpoint.get("config", {})).identity()
+    wanted = config.identity()
+    mismatched = sorted(k for k in wanted if stored.get(k) != wanted[k])
     if mismatched:
         raise ValueError(
-            f"{path} was written for a different config (fields {mismatched}); remove it or change checkpoint_dir"
+            f"{path} was written for a different config (fields {mismatched}); "
+            "remove it or change checkpoint_dir"
         )
-    logger.info(
-        "resuming from epoch %d (%s): continuing at epoch %d",
-        checkpoint["epoch"],
-        path,
-        checkpoint["epoch"] + 1,
-    )
+    if checkpoint["epoch"] >= config.epochs:
+        logger.warning(
+            "this exact setup already finished training (%d/%d epochs, %s): nothing "
+            "to train, its best weights are reused; delete %s to train it again",
+            checkpoint["epoch"],
+            config.epochs,
+            path,
+            directory,
+        )
+    else:
+        logger.info(
+            "resuming an interrupted run of this setup from epoch %d (%s): "
+            "continuing at epoch %d",
+            checkpoint["epoch"],
+            path,
+            checkpoint["epoch"] + 1,
+        )
     return checkpoint

@@ -12,23 +12,27 @@ from typing import Any
 import torch
 
 from ct_pipeline.metrics import HU_WINDOW
+from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.data import resolve_angles
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BACKENDS = ("auto", "nccl", "gloo")
 DEVICES = ("auto", "cpu", "cuda")
-# The fields that decide what is learnt (model, inputs, target, objective, seed).
-# They key the checkpoint folder, so a run never resumes from another setup's
-# weights; schedule and hardware fields (lr, epochs, world_size...) do not.
-IDENTITY_FIELDS = (
-    "model",
-    "model_overrides",
-    "num_views",
-    "angles_deg",
-    "hu_window",
-    "loss_weights",
-    "perceptual",
-    "seed",
+# Fields that never change the weights: where files go, which hardware runs,
+# and how long a rank may wait. Everything else (model, views, target, loss,
+# seed, optimiser, schedule, epochs, validation cadence, which picks the best
+# epoch) shapes the weights and keys the checkpoint folder, so a run never
+# resumes from, or reuses, weights another setup produced. The batch counts
+# through the global batch (per device x ranks x accumulation): DDP with the
+# same global batch computes the same steps as one process (tested).
+NON_IDENTITY_FIELDS = (
+    "checkpoint_dir",
+    "world_size",
+    "batch_size_per_device",
+    "grad_accum_steps",
+    "device",
+    "backend",
+    "dist_timeout_s",
 )
 
 
@@ -61,6 +65,8 @@ class TrainConfig:
     angles_deg: list[float] | None = None
     hu_window: tuple[float, float] = HU_WINDOW
     loss_weights: dict[str, float] | None = None
+    # Random moves of the patient with re-rendered views (training/augment.py).
+    augment: dict[str, float] = field(default_factory=dict)
     perceptual: str | None = None
     checkpoint_dir: str = "data/06_models/checkpoints"
     validate_every: int = 1
@@ -126,6 +132,9 @@ class TrainConfig:
         # Raises on a missing or inconsistent view choice.
         resolve_angles(self.num_views, self.angles_deg)
         object.__setattr__(self, "model_overrides", dict(self.model_overrides or {}))
+        object.__setattr__(
+            self, "augment", Augmentation.from_dict(self.augment).to_dict()
+        )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainConfig:
@@ -148,6 +157,11 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     @property
+    def global_batch(self) -> int:
+        """Samples per optimiser step over all ranks."""
+        return self.batch_size_per_device * self.world_size * self.grad_accum_steps
+
+    @property
     def angles(self) -> list[float]:
         return resolve_angles(self.num_views, self.angles_deg)
 
@@ -168,9 +182,19 @@ class TrainConfig:
             visit(f"{prefix}.{name}", value)
         return flat
 
+    def identity(self) -> dict[str, Any]:
+        """The weight-shaping fields (see NON_IDENTITY_FIELDS), plain types."""
+        identity = {
+            name: value
+            for name, value in self.to_dict().items()
+            if name not in NON_IDENTITY_FIELDS
+        }
+        identity["global_batch"] = self.global_batch
+        return identity
+
     def identity_hash(self, data_signature: Mapping[str, Any]) -> str:
-        """Short hash of the identity fields plus the data's signature (grid, geometry, split)."""
-        identity = {name: self.to_dict()[name] for name in IDENTITY_FIELDS}
+        """Short hash of every weight-shaping field plus the data's signature (grid, geometry, split)."""
+        identity = self.identity()
         identity["angles"] = self.angles
         payload = json.dumps(
             {"config": identity, "data": dict(data_signature)},

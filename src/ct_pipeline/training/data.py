@@ -12,6 +12,11 @@ from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.metrics import HU_WINDOW, to_unit
+from ct_pipeline.training.augment import (
+    Augmentation,
+    augmented_sample,
+    sample_generator,
+)
 
 
 def resolve_angles(
@@ -48,6 +53,8 @@ class ReconstructionDataset(Dataset):
         patient_ids: Sequence[str],
         angles_deg: Sequence[float],
         hu_window: Sequence[float] = HU_WINDOW,
+        augmentation: Augmentation | None = None,
+        seed: int = 0,
     ) -> None:
         self.patient_ids = sorted(patient_ids)
         if not self.patient_ids:
@@ -80,6 +87,18 @@ class ReconstructionDataset(Dataset):
                 f"volumes must have isotropic spacing, got {self.spacing_mm} mm"
             )
 
+        self.augmentation = augmentation or Augmentation()
+        self.seed, self.epoch = seed, 0
+        self.mu_water_per_mm = drr_sets[first].mu_water_per_mm
+        # Augmentation re-renders moved cubes from HU; it keeps them.
+        self._hu = (
+            [
+                torch.from_numpy(np.asarray(volumes[p].hu, dtype=np.float32))
+                for p in self.patient_ids
+            ]
+            if self.augmentation.enabled
+            else []
+        )
         # Select and convert once: the sets are small and every epoch reuses them.
         self._views = [
             torch.from_numpy(
@@ -110,5 +129,20 @@ class ReconstructionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.patient_ids)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Augmented samples are drawn anew each epoch (like DistributedSampler)."""
+        self.epoch = epoch
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._views[index], self._targets[index]
+        if not self.augmentation.enabled:
+            return self._views[index], self._targets[index]
+        views, moved = augmented_sample(
+            self._hu[index],
+            self.voxel_mm,
+            self.geometry,
+            self.angles_deg,
+            self.mu_water_per_mm,
+            self.augmentation,
+            sample_generator(self.seed, self.epoch, index),
+        )
+        return views, to_unit(moved, self.hu_window)[None]

@@ -43,6 +43,7 @@ from ct_pipeline.training.checkpoint import (
     save_checkpoint,
 )
 from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.data import ReconstructionDataset
 
 logger = logging.getLogger(__name__)
@@ -62,7 +63,12 @@ def build_model_from_config(
     from ct_pipeline.models import build_model
 
     return build_model(
-        config.model, geometry, volume_size, spacing_mm, **config.model_overrides
+        config.model,
+        geometry,
+        volume_size,
+        spacing_mm,
+        len(config.angles),
+        **config.model_overrides,
     )
 
 
@@ -238,7 +244,13 @@ def run_training(
 
     angles_list = config.angles
     train_set = ReconstructionDataset(
-        job.volumes, job.drr_sets, job.split["train"], angles_list, config.hu_window
+        job.volumes,
+        job.drr_sets,
+        job.split["train"],
+        angles_list,
+        config.hu_window,
+        Augmentation.from_dict(config.augment),
+        config.seed,
     )
     val_set = ReconstructionDataset(
         job.volumes, job.drr_sets, job.split["val"], angles_list, config.hu_window
@@ -294,6 +306,7 @@ def run_training(
 
     for epoch in range(start_epoch, config.epochs + 1):
         sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         term_sums: dict[str, torch.Tensor] = {}

@@ -82,6 +82,7 @@ def render_drr_sets(
             angles_deg=np.asarray(angles, dtype=np.float64),
             geometry=geometry,
             isocentre_mm=ct.centre_mm,
+            mu_water_per_mm=float(params["mu_water_per_mm"]),
         )
     return drr_sets
 

@@ -1,0 +1,158 @@
+"""Equal-wall-clock quality probe: a model variant trained for T seconds on the
+project's own data (``make run``'s phantoms), scored on its test split.
+
+    python benchmarks/quality_probe.py --model small --views 2 --seconds 150
+    python benchmarks/quality_probe.py --model bp_unet --views 8 --loss l1_ssim
+
+Reads data/03_primary/ct, data/04_feature/drr and data/05_model_input/patient_split.json
+(run ``kedro run --pipeline drr`` and ``--pipeline split`` first). AdamW, linear
+warm-up then cosine decay over the time budget, batch 2, no augmentation. Prints
+one JSON line with the test means (the project's metric definitions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ct_pipeline.ct import load_ct
+from ct_pipeline.datasets.drrset import DRRSetDataset
+from ct_pipeline.drr.geometry import default_angles
+from ct_pipeline.losses import ReconstructionLoss
+from ct_pipeline.metrics import evaluate_volume, psnr_3d, to_hu
+from ct_pipeline.models import build_model
+from ct_pipeline.training.augment import Augmentation
+from ct_pipeline.training.data import ReconstructionDataset
+
+LOSSES = {
+    "six": None,
+    "l1_ssim": {
+        "l1": 1.0,
+        "ssim": 0.2,
+        "perceptual": 0.0,
+        "edge": 0.0,
+        "deep_supervision": 0.0,
+        "frequency": 0.0,
+    },
+}
+
+
+def load(data: Path, ids: list[str]):
+    volumes = {p: load_ct(data / "03_primary/ct" / f"{p}.nii.gz") for p in ids}
+    drrs = {
+        p: DRRSetDataset(str(data / "04_feature/drr" / f"{p}.npz")).load() for p in ids
+    }
+    return volumes, drrs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="small")
+    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=150.0)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--wd", type=float, default=0.01)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--loss", default="six")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--override", default="{}", help="JSON ModelConfig overrides")
+    parser.add_argument("--data", default="data")
+    parser.add_argument("--rotate-deg", type=float, default=0.0)
+    parser.add_argument("--shift-mm", type=float, default=0.0)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    data = Path(args.data)
+    split = json.loads((data / "05_model_input/patient_split.json").read_text())
+    angles = default_angles(args.views)
+    vols, drrs = load(data, split["train"] + split["test"])
+    augmentation = Augmentation(args.rotate_deg, args.shift_mm)
+    train = ReconstructionDataset(
+        vols, drrs, split["train"], angles, augmentation=augmentation, seed=args.seed
+    )
+    test = ReconstructionDataset(vols, drrs, split["test"], angles)
+    torch.manual_seed(args.seed)
+    model = build_model(
+        args.model,
+        train.geometry,
+        train.volume_size,
+        train.voxel_mm,
+        args.views,
+        **json.loads(args.override),
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    weights = LOSSES[args.loss]
+    loss_fn = ReconstructionLoss(weights=weights)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
+    angle_t = train.angles_tensor()
+    gen = torch.Generator().manual_seed(args.seed)
+    warmup_s = 0.03 * args.seconds
+    started = time.perf_counter()
+    steps, elapsed = 0, 0.0
+    model.train()
+    epoch = 0
+    while elapsed < args.seconds:
+        epoch += 1
+        train.set_epoch(epoch)
+        order = torch.randperm(len(train), generator=gen).tolist()
+        for start in range(0, len(order) - args.batch + 1, args.batch):
+            elapsed = time.perf_counter() - started
+            if elapsed >= args.seconds:
+                break
+            frac = elapsed / args.seconds
+            factor = (
+                elapsed / warmup_s
+                if elapsed < warmup_s
+                else 0.5 * (1 + math.cos(math.pi * frac))
+            )
+            for group in opt.param_groups:
+                group["lr"] = args.lr * max(factor, 1e-3)
+            batch = [train[i] for i in order[start : start + args.batch]]
+            views = torch.stack([b[0] for b in batch])
+            target = torch.stack([b[1] for b in batch])
+            out = model(views, angle_t)
+            total, _ = loss_fn(out, target)
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            steps += 1
+    train_s = time.perf_counter() - started
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for i, pid in enumerate(test.patient_ids):
+            views, target = test[i]
+            pred = model(views[None], angle_t)["volume"][0, 0]
+            m = evaluate_volume(
+                pred.numpy(), target[0].numpy(), to_hu(target[0].numpy())
+            )
+            m["psnr_3d_check"] = psnr_3d(pred, target[0])
+            rows.append(m)
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "override": json.loads(args.override),
+                "views": args.views,
+                "loss": args.loss,
+                "augment": augmentation.to_dict(),
+                "lr": args.lr,
+                "seed": args.seed,
+                "steps": steps,
+                "train_s": round(train_s, 1),
+                "params": n_params,
+                **{k: round(v, 3) for k, v in means.items()},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

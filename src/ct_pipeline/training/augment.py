@@ -1,0 +1,120 @@
+"""On-the-fly augmentation: move the patient, re-render the views.
+
+A training sample is the patient's CT cube turned about the superior axis
+(the axis the views rotate about) by a random angle and shifted by a random
+offset, with its views rendered again from the moved cube by the project's
+own projector, so views and target always agree exactly (same geometry,
+angles and mu_water as the stored DRR set). Patients lie on the table a
+little differently every time; 28 phantoms become a stream of new samples.
+Rendering 2-8 views of a 32^3 cube takes milliseconds, far below a step.
+
+Every draw is seeded by (seed, epoch, patient index), so a run, a resumed
+run and every DDP rank see the same samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ct_pipeline.drr.geometry import Geometry
+from ct_pipeline.drr.physics import hu_to_mu
+from ct_pipeline.drr.projector import project
+
+AIR_HU = -1000.0
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Ranges of the random moves; all zero is off (the stored views are used)."""
+
+    rotate_deg: float = 0.0  # uniform in [-rotate_deg, rotate_deg] about superior
+    shift_mm: float = 0.0  # uniform in [-shift_mm, shift_mm] along each axis
+
+    def __post_init__(self) -> None:
+        for name in ("rotate_deg", "shift_mm"):
+            value = float(getattr(self, name))
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(
+                    f"train.augment.{name} must be a finite number >= 0, got {value!r}"
+                )
+            object.__setattr__(self, name, value)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rotate_deg > 0 or self.shift_mm > 0
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Augmentation:
+        known = {"rotate_deg", "shift_mm"}
+        unknown = sorted(set(data or {}) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown train.augment keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**(data or {}))
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The RNG of one sample: a function of (seed, epoch, index) only."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + index)
+
+
+def move_volume(
+    hu: torch.Tensor, spacing_mm: float, angle_deg: float, shift_mm: torch.Tensor
+) -> torch.Tensor:
+    """(n, n, n) HU cube (RAS+ axes i, j, k) turned by ``angle_deg`` about k
+    through its centre and shifted by ``shift_mm`` (3,); air fills what enters."""
+    n = hu.shape[0]
+    c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    # affine_grid's output coordinates are (x, y, z) = (k, j, i) of the cube;
+    # theta maps them to the input point: rotate in the (i, j) plane, then
+    # shift (normalised units: the cube spans [-1, 1], i.e. n voxels = 2).
+    shift = shift_mm.to(torch.float32) / (n * spacing_mm / 2)
+    theta = torch.tensor(
+        [
+            [1.0, 0.0, 0.0, -float(shift[2])],
+            [0.0, c, s, -float(shift[1])],
+            [0.0, -s, c, -float(shift[0])],
+        ],
+        dtype=torch.float32,
+    )[None]
+    grid = F.affine_grid(theta, [1, 1, n, n, n], align_corners=False)
+    moved = F.grid_sample(
+        (hu - AIR_HU)[None, None], grid, mode="bilinear", align_corners=False
+    )
+    return moved[0, 0] + AIR_HU
+
+
+def augmented_sample(
+    hu: torch.Tensor,
+    spacing_mm: float,
+    geometry: Geometry,
+    angles_deg: list[float],
+    mu_water_per_mm: float,
+    augmentation: Augmentation,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(views (V, H, W) line integrals, moved HU cube (n, n, n)) of one random move."""
+    angle = (
+        torch.rand((), generator=generator).item() * 2 - 1
+    ) * augmentation.rotate_deg
+    shift = (torch.rand(3, generator=generator) * 2 - 1) * augmentation.shift_mm
+    moved = move_volume(hu, spacing_mm, angle, shift)
+    n = hu.shape[0]
+    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
+    # The isocentre is the cube's centre, as in the DRR stage.
+    isocentre = np.full(3, (n - 1) / 2 * spacing_mm)
+    with torch.no_grad():
+        views = project(
+            hu_to_mu(moved, mu_water_per_mm), affine, geometry, angles_deg, isocentre
+        )
+    return views, moved

@@ -1,0 +1,97 @@
+"""Augmentation moves the patient and re-renders views that agree with the moved target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ct_pipeline.ct.volume import CTVolume
+from ct_pipeline.drr.geometry import Geometry
+from ct_pipeline.drr.projector import render_drrs
+from ct_pipeline.training.augment import (
+    Augmentation,
+    augmented_sample,
+    move_volume,
+    sample_generator,
+)
+
+N, SPACING = 16, 20.0
+GEOMETRY = Geometry(detector_px=(24, 24), pixel_mm=20.0)
+
+
+def asymmetric_body() -> torch.Tensor:
+    """Soft tissue with a bone rod right-anterior of centre: every view tells direction."""
+    hu = np.full((N, N, N), -1000.0, dtype=np.float32)
+    hu[3:13, 4:12, 2:14] = 40.0
+    hu[10:12, 8:10, 4:12] = 1000.0  # right (+i), anterior (+j)
+    return torch.from_numpy(hu)
+
+
+def rendered(hu: torch.Tensor, angles: list[float]) -> np.ndarray:
+    affine = np.diag([SPACING, SPACING, SPACING, 1.0])
+    return render_drrs(CTVolume(hu.numpy(), affine), GEOMETRY, angles)
+
+
+def test_no_move_gives_the_renderer_s_own_views():
+    hu = asymmetric_body()
+    views, moved = augmented_sample(
+        hu,
+        SPACING,
+        GEOMETRY,
+        [0.0, 90.0],
+        0.02,
+        Augmentation(),
+        sample_generator(0, 1, 0),
+    )
+    torch.testing.assert_close(moved, hu, atol=1e-2, rtol=0)
+    np.testing.assert_allclose(views.numpy(), rendered(hu, [0.0, 90.0]), atol=1e-5)
+
+
+def test_a_quarter_turn_shows_the_lateral_view_in_the_pa_slot():
+    hu = asymmetric_body()
+    turned = move_volume(hu, SPACING, 90.0, torch.zeros(3))
+    np.testing.assert_allclose(
+        rendered(turned, [0.0])[0], rendered(hu, [90.0])[0], atol=1e-4
+    )
+    assert not np.allclose(rendered(turned, [0.0])[0], rendered(hu, [0.0])[0])
+
+
+def test_a_shift_to_the_patient_s_left_moves_the_pa_image_right():
+    """PA film convention: the patient's left is on the image's right (u = d x v)."""
+    hu = asymmetric_body()
+    moved = move_volume(hu, SPACING, 0.0, torch.tensor([-2 * SPACING, 0.0, 0.0]))
+    torch.testing.assert_close(
+        moved[:-2], hu[2:], atol=1e-2, rtol=0
+    )  # content moved towards -i (left)
+    before, after = rendered(hu, [0.0])[0], rendered(moved, [0.0])[0]
+    cols = np.arange(before.shape[1])
+    centroid = lambda img: (img.sum(0) * cols).sum() / img.sum()  # noqa: E731
+    assert centroid(after) > centroid(before) + 1.0
+
+
+def test_samples_are_a_function_of_seed_epoch_and_index():
+    hu, aug = asymmetric_body(), Augmentation(rotate_deg=20.0, shift_mm=30.0)
+
+    def draw(seed: int, epoch: int, index: int) -> torch.Tensor:
+        return augmented_sample(
+            hu,
+            SPACING,
+            GEOMETRY,
+            [0.0, 90.0],
+            0.02,
+            aug,
+            sample_generator(seed, epoch, index),
+        )[0]
+
+    torch.testing.assert_close(draw(0, 3, 5), draw(0, 3, 5))
+    assert not torch.allclose(draw(0, 3, 5), draw(0, 4, 5))
+    assert not torch.allclose(draw(0, 3, 5), draw(1, 3, 5))
+
+
+@pytest.mark.parametrize(
+    "bad", [{"rotate_deg": -1.0}, {"shift_mm": float("nan")}, {"flip": True}]
+)
+def test_bad_augmentation_parameters_are_named(bad):
+    with pytest.raises(ValueError, match=r"train\.augment"):
+        Augmentation.from_dict(bad)
