@@ -108,7 +108,7 @@ def main() -> None:
     views, angles, targets = make_data(
         8, size, spacing, args.views, geometry, args.data
     )
-    model = build_model(args.config, geometry, size, spacing)
+    model = build_model(args.config, geometry, size, spacing, args.views)
     loss_fn = ReconstructionLoss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(

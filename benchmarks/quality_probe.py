@@ -55,6 +55,13 @@ def main() -> None:
     parser.add_argument("--model", default="small")
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=150.0)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train this many steps instead of --seconds (the schedule runs over "
+        "steps; immune to other load on the machine)",
+    )
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--wd", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=2)
@@ -91,25 +98,25 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
     angle_t = train.angles_tensor()
     gen = torch.Generator().manual_seed(args.seed)
-    warmup_s = 0.03 * args.seconds
     started = time.perf_counter()
     steps, elapsed = 0, 0.0
     model.train()
     epoch = 0
-    while elapsed < args.seconds:
+
+    def progress() -> float:
+        return steps / args.steps if args.steps else elapsed / args.seconds
+
+    while progress() < 1:
         epoch += 1
         train.set_epoch(epoch)
         order = torch.randperm(len(train), generator=gen).tolist()
         for start in range(0, len(order) - args.batch + 1, args.batch):
             elapsed = time.perf_counter() - started
-            if elapsed >= args.seconds:
+            frac = progress()
+            if frac >= 1:
                 break
-            frac = elapsed / args.seconds
-            factor = (
-                elapsed / warmup_s
-                if elapsed < warmup_s
-                else 0.5 * (1 + math.cos(math.pi * frac))
-            )
+            # Linear warm-up over the first 3 %, then cosine decay to 0.
+            factor = frac / 0.03 if frac < 0.03 else 0.5 * (1 + math.cos(math.pi * frac))
             for group in opt.param_groups:
                 group["lr"] = args.lr * max(factor, 1e-3)
             batch = [train[i] for i in order[start : start + args.batch]]
@@ -126,7 +133,7 @@ def main() -> None:
     model.eval()
     rows = []
     with torch.no_grad():
-        for i, pid in enumerate(test.patient_ids):
+        for i in range(len(test)):
             views, target = test[i]
             pred = model(views[None], angle_t)["volume"][0, 0]
             m = evaluate_volume(

@@ -1,4 +1,8 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half."""
+"""Atomic file writes: a reader sees the old file or the new one, never half.
+
+The one writer of the project: datasets, checkpoints and figures all go
+through ``atomic_path``.
+"""
 
 from __future__ import annotations
 
@@ -9,28 +13,56 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _staging_folder(target: Path) -> Path:
+    """A hidden folder *beside* the target's folder, on the same file system.
+
+    Not inside it: a dataset that lists its folder (recursively, by suffix)
+    must never see a half-written or abandoned temporary file as data.
+    """
+    parent = target.parent.resolve()
+    return parent.parent / f".{parent.name}.partial"
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` on success.
+    """Yield a temporary path; fsync it and rename it over ``path`` on success.
 
-    The temporary file lives in the destination folder so the final
-    ``os.replace`` is a same-filesystem rename (atomic on POSIX). On error the
-    temporary file is removed and an existing ``path`` is left untouched. The
-    temporary name keeps the destination's suffixes, since some writers (nibabel,
-    numpy) choose the format from them.
+    The temporary file keeps the destination's name (some writers, nibabel and
+    numpy, choose the format from its suffixes) in a staging folder beside the
+    destination's folder, so the final ``os.replace`` is a same-file-system
+    rename (atomic on POSIX). On error the temporary file is removed and an
+    existing ``path`` is left untouched. The file gets the permissions the
+    umask allows (mkstemp's 0600 would lock out a shared team folder).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix="".join(target.suffixes)
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    staging = _staging_folder(target)
+    while True:  # another writer may remove an empty staging folder meanwhile
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            folder = Path(tempfile.mkdtemp(dir=staging))
+            break
+        except FileNotFoundError:
+            continue
+    tmp = folder / target.name
     try:
         yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+        folder.rmdir()
+        with contextlib.suppress(OSError):  # another writer may be using it
+            staging.rmdir()
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:

@@ -1,4 +1,5 @@
-"""Project hooks: tell the user where a run's results are when it ends."""
+"""Project hooks: check every parameter before a run starts; tell the user
+where a run's results are when it ends."""
 
 from __future__ import annotations
 
@@ -10,9 +11,19 @@ import mlflow
 from kedro.framework.hooks import hook_impl
 from mlflow.exceptions import MlflowException
 
+from ct_pipeline.pipelines.checks import check_parameters
+
 logger = logging.getLogger(__name__)
 
 REPORTING = Path("data/08_reporting")
+
+
+class ParameterCheckHook:
+    """Refuses bad parameters of any stage before a node runs or a file is written."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        check_parameters(context.params)
 
 
 class RunSummaryHook:

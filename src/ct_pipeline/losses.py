@@ -1,4 +1,4 @@
-"""The six-term reconstruction loss (DESIGN.md section 6).
+"""The six-term reconstruction loss.
 
 total = 1.0 L1 + 0.3 (1 - SSIM) + 0.2 perceptual + 0.2 edge
         + 0.2 deep supervision + 0.3 frequency      (weights are parameters)

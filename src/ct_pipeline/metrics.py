@@ -1,4 +1,4 @@
-"""Reconstruction metrics: one definition for the whole project (DESIGN.md s.5).
+"""Reconstruction metrics: one definition for the whole project.
 
 Volumes are compared in the network's [0, 1] intensity space (HU window scaled,
 data_range = 1) unless a metric says otherwise. The torch functions are
@@ -7,7 +7,7 @@ differentiable, so the loss's SSIM term is this same SSIM.
 Conventions shared by every metric here:
 
 - Volumes are RAS+ arrays indexed (i, j, k) = (Right, Anterior, Superior)
-  (DESIGN.md s.2). Slice metrics average over axial slices, i.e. over axis 2 (k).
+ . Slice metrics average over axial slices, i.e. over axis 2 (k).
 - SSIM uses a Gaussian window of sigma 1.5 truncated to 11 samples per axis,
   population (not sample) moments and only the region where the window fits
   inside the volume: scikit-image's ``structural_similarity(...,
@@ -34,7 +34,7 @@ SSIM_C1 = 0.01**2
 SSIM_C2 = 0.03**2
 # PSNR of identical volumes is infinite; reports cap it so means stay finite.
 PSNR_CAP_DB = 100.0
-# The network target's HU window (DESIGN.md s.4), close to X2CT-GAN's.
+# The network target's HU window, close to X2CT-GAN's.
 HU_WINDOW = (-1000.0, 1500.0)
 # Body = ground truth above this HU (between air/lung and fat), grown by a few
 # voxels so that the skin boundary, where models blur, is scored too.
@@ -271,7 +271,7 @@ def evaluate_volume(
     true_hu: ArrayLike,
     hu_window: tuple[float, float] = HU_WINDOW,
 ) -> dict[str, float]:
-    """Every metric of DESIGN.md s.5 for one reconstructed volume.
+    """Every metric of the project (README, Conventions) for one reconstructed volume.
 
     ``pred_unit`` and ``true_unit`` are [0, 1] volumes (``to_unit`` of HU);
     ``true_hu`` is the ground truth in HU, which defines the body mask. The HU

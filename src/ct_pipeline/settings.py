@@ -9,8 +9,17 @@ from kedro.config import OmegaConfigLoader
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
-CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}
+# Soft merge: a partial `drr:` block in conf/local (or another env) changes the
+# keys it names and keeps base's siblings, instead of replacing the whole group.
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft"},
+}
 
-from ct_pipeline.hooks import RunSummaryHook  # noqa: E402 - after the telemetry switch
+from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
+    ParameterCheckHook,
+    RunSummaryHook,
+)
 
-HOOKS = (RunSummaryHook(),)
+HOOKS = (ParameterCheckHook(), RunSummaryHook())

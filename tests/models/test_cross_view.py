@@ -25,10 +25,15 @@ def test_tokens_attend_only_to_other_views() -> None:
         )
 
 
-def test_view_angle_changes_the_output() -> None:
+def test_it_starts_as_the_identity_and_the_view_angle_matters_once_trained() -> None:
     torch.manual_seed(0)
     attn = CrossViewAttention(16, 2)
     x = torch.randn(1, 2, 16, 2, 2)
+    # Zero-initialised gates: an untrained block passes the features through.
+    torch.testing.assert_close(attn(x, torch.tensor([0.0, 90.0])), x)
+    with torch.no_grad():
+        attn.gate_attention.fill_(1.0)
+        attn.gate_mlp.fill_(1.0)
     assert not torch.allclose(
         attn(x, torch.tensor([0.0, 90.0])), attn(x, torch.tensor([0.0, 60.0]))
     )

@@ -30,7 +30,7 @@ def test_output_shapes_for_any_view_count(num_views: int) -> None:
 
 @pytest.mark.parametrize("name", ["tiny", "small", "unet_tiny", "unet_small"])
 def test_each_config_runs(name: str) -> None:
-    model = build_model(name, GEOMETRY, volume_size=16, spacing_mm=24.0)
+    model = build_model(name, GEOMETRY, volume_size=16, spacing_mm=24.0, num_views=2)
     out = model(*_views(1, 2))
     assert out["volume"].shape == (1, 1, 16, 16, 16)
 
@@ -46,8 +46,8 @@ def test_medical_has_about_85m_parameters_and_runs_small() -> None:
 
 
 def test_cnn_baseline_is_the_hybrid_without_transformers() -> None:
-    hybrid = build_model("small", GEOMETRY, 32, 12.0)
-    unet = build_model("unet_small", GEOMETRY, 32, 12.0)
+    hybrid = build_model("small", GEOMETRY, 32, 12.0, 2)
+    unet = build_model("unet_small", GEOMETRY, 32, 12.0, 2)
     names = {n for n, _ in unet.named_parameters()}
     # Hybrid blocks hold the very same conv block, under the name "local".
     hybrid_names = {n.replace(".local.", ".") for n, _ in hybrid.named_parameters()}
@@ -90,9 +90,20 @@ def test_every_parameter_gets_a_gradient(overrides: dict[str, bool]) -> None:
     # 32^3 so that level 2 (8^3) really uses shifted windows (window 4, shift 2).
     torch.manual_seed(0)
     model = build_model("tiny", GEOMETRY, 32, 12.0, **overrides)
-    out = model(*_views(2, 3))
-    loss = out["volume"].mean() + sum(d.mean() for d in out["deep"])
-    loss.backward()
+
+    def backward() -> None:
+        model.zero_grad()
+        out = model(*_views(2, 3))
+        loss = out["volume"].mean() + sum(d.mean() for d in out["deep"])
+        loss.backward()
+
+    # The transformer branches sit behind zero-initialised gates: at the first
+    # step only the gates learn; after it, gradient reaches every parameter.
+    backward()
+    gates = [p for n, p in model.named_parameters() if "gate" in n]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in gates)
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing, f"no gradient reached {missing}"
     dead = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
@@ -138,3 +149,22 @@ def test_backprojection_unet_smears_each_view_along_its_rays() -> None:
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError, match="no model overrides"):
         build_model("bp_unet", GEOMETRY, 16, 24.0, 2, swin=False)
+
+
+def test_the_hybrid_starts_as_its_cnn_only_ablation() -> None:
+    """Zero-initialised gates: before training, Swin and cross-view attention
+    change nothing, so the transformer parts cannot slow the start of training."""
+    torch.manual_seed(0)
+    hybrid = build_model("tiny", GEOMETRY, 32, 12.0)
+    cnn = build_model("unet_tiny", GEOMETRY, 32, 12.0)
+    weights = hybrid.state_dict()
+
+    def in_hybrid(name: str) -> str:  # a Swin-level block keeps its conv as "local"
+        parts = name.split(".")
+        local = ".".join([*parts[:3], "local", *parts[3:]])
+        return local if local in weights else name
+
+    cnn.load_state_dict({n: weights[in_hybrid(n)] for n in cnn.state_dict()})
+    views = _views(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(hybrid(*views)["volume"], cnn(*views)["volume"])

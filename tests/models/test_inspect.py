@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.models import attention_maps, build_model, plot_attention
+from ct_pipeline.evaluation.figures import plot_attention
+from ct_pipeline.models import attention_maps, build_model
 
 
 def test_attention_maps_and_plot() -> None:

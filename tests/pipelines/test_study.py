@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from conftest import close_stale_runs, inside
 
+from conftest import close_stale_runs, inside
 from ct_pipeline.evaluation.study import COLUMNS, component_variants
 from ct_pipeline.pipelines.study import run_study
 

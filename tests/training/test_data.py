@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
-from training_fixtures import GEOMETRY, make_patients
 
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
-from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.training.data import ReconstructionDataset, resolve_angles
+from ct_pipeline.drr.geometry import Geometry, resolve_angles
+from ct_pipeline.training.data import ReconstructionDataset
+from training_fixtures import GEOMETRY, make_patients
 
 
 @pytest.fixture(scope="module")

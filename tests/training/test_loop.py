@@ -42,7 +42,7 @@ def ddp_and_single(data, tmp_path_factory):
     """The same global batch (4) as 2 ranks x 2 and as 1 process x 4, tracked in MLflow."""
     from mlflow.tracking import MlflowClient
 
-    from ct_pipeline.tracking import MlflowSink
+    from ct_pipeline.datasets.mlflow_sink import MlflowSink
 
     tmp = tmp_path_factory.mktemp("ddp")
     uri = f"sqlite:///{tmp}/mlflow.db"
@@ -149,6 +149,9 @@ class CrashAfter:
         self.epoch = epoch
 
     def log_params(self, params):
+        pass
+
+    def set_tags(self, tags):
         pass
 
     def log_metrics(self, metrics, step):

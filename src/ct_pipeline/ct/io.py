@@ -1,6 +1,6 @@
 """Load CT volumes (NIfTI files, DICOM series) as RAS+ HU, and save them atomically.
 
-Every loaded volume goes through the same checks (DESIGN.md section 2): the
+Every loaded volume goes through the same checks: the
 array is 3-D and finite, its values look like HU, out-of-field padding becomes
 air, and the axes are permuted/flipped to RAS+ (nibabel's closest canonical)
 with the spacing read from the affine.
@@ -109,7 +109,7 @@ def check_hu(data: np.ndarray, source: Path) -> np.ndarray:
             "not HU (raw stored values without RescaleSlope/Intercept?)"
         )
     # Scanners mark voxels outside the reconstruction circle with -2048 or -3024;
-    # they attenuate like air (DESIGN.md section 3).
+    # they attenuate like air.
     return np.maximum(data, np.float32(AIR_HU), dtype=np.float32)
 
 

@@ -1,4 +1,4 @@
-"""Resample a CT onto the isotropic cube the models see (DESIGN.md section 4).
+"""Resample a CT onto the isotropic cube the models see.
 
 Resampling and cropping are one step: the output grid is a cube of
 ``volume_size`` voxels at ``target_spacing_mm``, axis-aligned RAS+, centred on

@@ -11,7 +11,7 @@ import numpy as np
 class CTVolume:
     """A CT volume in Hounsfield units on a RAS+ voxel grid.
 
-    Array axes follow DESIGN.md section 2: i -> Right, j -> Anterior,
+    Array axes follow the project convention: i -> Right, j -> Anterior,
     k -> Superior. ``affine`` maps voxel indices (i, j, k, 1) to RAS+ mm.
     """
 

@@ -1,6 +1,6 @@
 """Kedro datasets that connect nodes to MLflow without nodes calling MLflow.
 
-The catalogue decides what is tracked (DESIGN.md s.1): the training node asks
+The catalogue decides what is tracked: the training node asks
 for a ``MetricSink`` input and gets one that writes into kedro-mlflow's active
 run, or a log-only sink when tracking is off (e.g. in library tests).
 """
@@ -16,7 +16,8 @@ import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
 from ct_pipeline.atomic import atomic_path
-from ct_pipeline.tracking import MetricSink, MlflowSink
+from ct_pipeline.datasets.mlflow_sink import MlflowSink
+from ct_pipeline.training.sink import MetricSink
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,9 @@ class LoggingSink:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         logger.info("params: %s", dict(params))
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        logger.info("tags: %s", dict(tags))
 
 
 class MetricSinkDataset(AbstractDataset[None, MetricSink]):

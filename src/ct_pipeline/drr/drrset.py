@@ -15,7 +15,7 @@ class DRRSet:
     """Line-integral projections of one CT with everything needed to reuse them.
 
     ``projections`` is (V, H, W) float32, p = integral of mu dl (dimensionless),
-    rows superior -> inferior and columns along u = d x v (DESIGN.md s.2).
+    rows superior -> inferior and columns along u = d x v.
     ``isocentre_mm`` is the RAS+ point the views rotate about (the centre of
     the preprocessed volume).
     """

@@ -1,6 +1,6 @@
 """Imaging geometry: where the source, the detector and each pixel are.
 
-Conventions are fixed by DESIGN.md section 2 (RAS+ mm world frame):
+Conventions are fixed project-wide (README, Conventions; RAS+ mm world frame):
 
 - views rotate about the superior axis through the isocentre; the central ray
   of view theta points along d(theta) = (-sin theta, cos theta, 0), so
@@ -16,6 +16,8 @@ a feature seen at a detector pixel lands on exactly the voxels of its ray.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -46,6 +48,9 @@ class Geometry:
             raise ValueError(
                 f"detector_px must be (rows, cols) >= 1, got {self.detector_px}"
             )
+        for name in ("sad_mm", "sdd_mm", "pixel_mm"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
         if self.beam not in ("cone", "parallel"):
             raise ValueError(f"beam must be 'cone' or 'parallel', got {self.beam!r}")
         if not 0 < self.sad_mm < self.sdd_mm:
@@ -73,6 +78,30 @@ def default_angles(num_views: int) -> list[float]:
     if num_views < 1:
         raise ValueError(f"num_views must be >= 1, got {num_views}")
     return [k * 180.0 / num_views for k in range(num_views)]
+
+
+def resolve_angles(
+    num_views: int | None, angles_deg: Sequence[float] | None
+) -> list[float]:
+    """The view angles: explicit ``angles_deg``, else default_angles(num_views).
+
+    The one resolver of the project: the DRR stage (views to render) and
+    training (views to learn from) refuse the same contradictions alike.
+    """
+    if angles_deg is not None:
+        angles = [float(a) for a in angles_deg]
+        if not angles:
+            raise ValueError("angles_deg must list at least one angle, got []")
+        if not all(math.isfinite(a) for a in angles):
+            raise ValueError(f"angles_deg must be finite numbers, got {angles}")
+        if num_views is not None and num_views != len(angles):
+            raise ValueError(
+                f"num_views={num_views} disagrees with {len(angles)} angles_deg {angles}"
+            )
+        return angles
+    if num_views is None:
+        raise ValueError("give num_views or angles_deg, got neither")
+    return default_angles(num_views)
 
 
 def view_frames(

@@ -1,6 +1,6 @@
 """X-ray physics: HU -> linear attenuation, and optional detector realism.
 
-DESIGN.md section 3: mu = mu_water * (1 + HU / 1000) clipped at 0, and a DRR
+The project's physics: mu = mu_water * (1 + HU / 1000) clipped at 0, and a DRR
 pixel stores the line integral p = integral of mu dl. Noise and blur act on
 the detected intensity I = I0 * exp(-p) and are converted back to line
 integrals, so every stage downstream still sees p. Both are off unless asked.

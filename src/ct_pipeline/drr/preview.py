@@ -3,7 +3,7 @@
 Display follows a film read on a light box: attenuation is bright and the
 grey level is linear in the line integral p (film density is proportional to
 log exposure), windowed robustly so one dense marker does not wash out the
-anatomy. Rows already run superior -> inferior (DESIGN.md s.2), so the head is
+anatomy. Rows already run superior -> inferior, so the head is
 at the top without flipping.
 """
 

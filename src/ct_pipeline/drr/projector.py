@@ -1,4 +1,4 @@
-"""Ray-integral projector: DRRs as line integrals of mu (DESIGN.md s.2-3).
+"""Ray-integral projector: DRRs as line integrals of mu.
 
 Method: Joseph's slice-interpolation projector. Each ray is stepped one voxel
 slice at a time along its dominant index axis (the one it crosses fastest);

@@ -1,4 +1,4 @@
-"""Evaluation library: baselines, per-patient tables and figures (DESIGN.md s.5).
+"""Evaluation library: baselines, per-patient tables and figures.
 
 Knows nothing about Kedro or MLflow: nodes call these functions and the
 catalogue decides where tables and figures go.

@@ -17,10 +17,12 @@ axis labels are made from it and the tests check the pixels against it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
 from ct_pipeline.drr.preview import preview_image, view_label
@@ -183,4 +185,26 @@ def training_curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
             ax.text(
                 0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes
             )
+    return fig
+
+
+def plot_attention(maps: dict[str, torch.Tensor], max_panels: int = 6) -> Figure:
+    """One panel per attention module: head-averaged weights of its first batch
+    item / window (query tokens down, key tokens across)."""
+    if not maps:
+        raise ValueError("plot_attention needs at least one attention map, got none")
+    names = list(maps)[:max_panels]
+    cols = min(3, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(4 * cols, 3.6 * rows))
+    for index, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, index + 1)
+        image = ax.imshow(
+            maps[name][0].float().mean(dim=0).cpu().numpy(), cmap="viridis"
+        )
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("key token")
+        ax.set_ylabel("query token")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
     return fig

@@ -30,8 +30,8 @@ from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import count_parameters
 from ct_pipeline.models.configs import BP_UNET
-from ct_pipeline.tracking import MetricSink
 from ct_pipeline.training import TrainConfig, train_model
+from ct_pipeline.training.sink import MetricSink
 
 # Component ablations: the ModelConfig switch each one turns off.
 COMPONENT_SWITCHES: dict[str, dict[str, bool]] = {

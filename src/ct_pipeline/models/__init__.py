@@ -8,7 +8,7 @@ from ct_pipeline.models.configs import (
     get_config,
 )
 from ct_pipeline.models.hybrid import ReconstructionNet, build_model
-from ct_pipeline.models.inspect import attention_maps, plot_attention
+from ct_pipeline.models.inspect import attention_maps
 
 __all__ = [
     "CONFIGS",
@@ -18,5 +18,4 @@ __all__ = [
     "build_model",
     "count_parameters",
     "get_config",
-    "plot_attention",
 ]

@@ -39,6 +39,12 @@ class ModelConfig:
     # How lifted views are fused: "concat" (view order kept, weights tied to
     # the view count) or "mean_max" (any view count); see models/lifting.py.
     view_fusion: str = "mean_max"
+    # Voxel coordinates as 3 input channels of the full-resolution level
+    # (CoordConv): convolutions are translation-invariant, but anatomy is not --
+    # the spine is always posterior. "prior" adds a learned per-voxel volume
+    # to the output logits: the population's mean anatomy, learned by SGD.
+    coordinates: bool = False
+    prior: bool = False
     swin: bool = True
     cross_view: bool = True
     residual_dense: bool = True
@@ -75,11 +81,15 @@ _HYBRID: dict[str, ModelConfig] = {
         head_dim=8,
         light_levels=(0,),
     ),
+    # Measured on the demo data (2 views, equal training time): concat fusion
+    # and a 16-channel full-resolution level (one conv) took the hybrid from
+    # 30.7 to 31.3 dB PSNR3D against 8 channels and mean/max fusion.
     "small": ModelConfig(
         encoder_channels=(8, 16, 24, 32),
-        channels=(8, 16, 32, 48),
-        lift_channels=(8, 8, 16, 16),
+        channels=(16, 16, 32, 48),
+        lift_channels=(16, 8, 16, 16),
         light_levels=(0,),
+        view_fusion="concat",
     ),
     "medical": ModelConfig(
         encoder_channels=(64, 128, 256, 512),

@@ -56,6 +56,10 @@ class CrossViewAttention(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
         )
+        # Zero-initialised residual scales (LayerScale): the block starts as the
+        # identity, so the untrained attention cannot disturb the features.
+        self.gate_attention = nn.Parameter(torch.zeros(dim))
+        self.gate_mlp = nn.Parameter(torch.zeros(dim))
         self.record = False
         self.last_weights: torch.Tensor | None = None
 
@@ -69,10 +73,15 @@ class CrossViewAttention(nn.Module):
         angle_code = torch.stack(
             [theta.sin(), theta.cos(), (2 * theta).sin(), (2 * theta).cos()], dim=-1
         )
-        tokens = x.flatten(3).transpose(2, 3)  # (B, V, h*w, C)
-        tokens = tokens + sincos_position_2d(h, w, c).to(x)[None, None]
-        tokens = tokens + self.angle_embed(angle_code)[None, :, None, :]
-        tokens = tokens.reshape(b, v * h * w, c)
+        features = x.flatten(3).transpose(2, 3)  # (B, V, h*w, C)
+        # Where and from which view a token comes: codes for the attention's
+        # queries and keys only, not added to the features it returns.
+        codes = (
+            sincos_position_2d(h, w, c).to(x)[None, None]
+            + self.angle_embed(angle_code)[None, :, None, :]
+        )
+        features = features.reshape(b, v * h * w, c)
+        tokens = features + codes.expand(b, -1, -1, -1).reshape(b, v * h * w, c)
 
         view_of = torch.arange(v, device=x.device).repeat_interleave(h * w)
         # A lone view has no other view to look at: then it attends to itself.
@@ -93,6 +102,7 @@ class CrossViewAttention(nn.Module):
             out = weights @ val
         else:
             out = F.scaled_dot_product_attention(q, k, val, attn_mask=allowed)
-        tokens = tokens + self.proj(out.transpose(1, 2).reshape(b, v * h * w, c))
-        tokens = tokens + self.mlp(self.norm2(tokens))
-        return tokens.view(b, v, h * w, c).transpose(2, 3).reshape(b, v, c, h, w)
+        attended = self.proj(out.transpose(1, 2).reshape(b, v * h * w, c))
+        features = features + self.gate_attention * attended
+        features = features + self.gate_mlp * self.mlp(self.norm2(features))
+        return features.view(b, v, h * w, c).transpose(2, 3).reshape(b, v, c, h, w)

@@ -74,7 +74,13 @@ class ReconstructionNet(nn.Module):
             )
             for level in range(LEVELS)
         )
-        self.unet = UNet3d(config, volume_size)
+        self.unet = UNet3d(config, volume_size, 3 if config.coordinates else 0)
+        n = volume_size
+        if config.coordinates:
+            axis = torch.linspace(-1.0, 1.0, n)
+            grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))
+            self.register_buffer("coordinates", grid[None], persistent=False)
+        self.prior = nn.Parameter(torch.zeros(1, 1, n, n, n)) if config.prior else None
 
     def forward(
         self,
@@ -107,7 +113,12 @@ class ReconstructionNet(nn.Module):
         lifted = [
             lift(f, angles_deg) for lift, f in zip(self.lifts, features, strict=True)
         ]
+        if self.config.coordinates:
+            coordinates = self.coordinates.expand(b, -1, -1, -1, -1)  # (B, 3, n, n, n)
+            lifted[0] = torch.cat([lifted[0], coordinates], dim=1)
         logits, coarse = self.unet(lifted)
+        if self.prior is not None:
+            logits = logits + self.prior
         attention = None
         if return_attention:
             attention = {name: m.last_weights for name, m in attention_modules.items()}

@@ -1,4 +1,4 @@
-"""Procedural chest CT phantoms: the embedded default data set (DESIGN.md section 1).
+"""Procedural chest CT phantoms: the embedded default data set.
 
 Each seed draws one patient: body outline with skin and fat, chest wall
 muscle, two textured lungs with branching vessels, domed diaphragm with the

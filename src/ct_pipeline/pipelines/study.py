@@ -26,6 +26,7 @@ from typing import Any
 
 import pandas as pd
 
+from ct_pipeline.datasets.mlflow_sink import MlflowSink
 from ct_pipeline.evaluation.study import (
     COLUMNS,
     Variant,
@@ -37,7 +38,6 @@ from ct_pipeline.evaluation.study import (
     views_variants,
 )
 from ct_pipeline.pipelines.partitions import load_partitions
-from ct_pipeline.tracking import MlflowSink
 from ct_pipeline.training import TrainConfig, split_patients
 
 logger = logging.getLogger(__name__)

@@ -9,14 +9,13 @@ is rewritten every epoch; ``best.pt`` holds the weights of the best epoch.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ct_pipeline.atomic import atomic_path
 from ct_pipeline.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -34,24 +33,9 @@ def run_directory(config: TrainConfig, data_signature: Mapping[str, Any]) -> Pat
 
 
 def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write to a temporary file beside ``path`` then rename over it.
-
-    os.replace is atomic on POSIX and Windows, so a crash mid-write leaves the
-    previous checkpoint intact instead of a truncated file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            torch.save(dict(payload), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    """Written atomically: a crash mid-write leaves the previous checkpoint intact."""
+    with atomic_path(path) as tmp:
+        torch.save(dict(payload), tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -11,9 +11,9 @@ from typing import Any
 
 import torch
 
+from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.metrics import HU_WINDOW
 from ct_pipeline.training.augment import Augmentation
-from ct_pipeline.training.data import resolve_angles
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BACKENDS = ("auto", "nccl", "gloo")

@@ -10,31 +10,13 @@ from torch.utils.data import Dataset
 
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
-from ct_pipeline.drr.geometry import Geometry, default_angles
+from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.metrics import HU_WINDOW, to_unit
 from ct_pipeline.training.augment import (
     Augmentation,
     augmented_sample,
     sample_generator,
 )
-
-
-def resolve_angles(
-    num_views: int | None, angles_deg: Sequence[float] | None
-) -> list[float]:
-    """The view angles to train on: explicit ``angles_deg``, else default_angles(num_views)."""
-    if angles_deg is not None:
-        angles = [float(a) for a in angles_deg]
-        if not angles:
-            raise ValueError("angles_deg must list at least one angle, got []")
-        if num_views is not None and num_views != len(angles):
-            raise ValueError(
-                f"num_views={num_views} disagrees with {len(angles)} angles_deg {angles}"
-            )
-        return angles
-    if num_views is None:
-        raise ValueError("give num_views or angles_deg, got neither")
-    return default_angles(num_views)
 
 
 class ReconstructionDataset(Dataset):

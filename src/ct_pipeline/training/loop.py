@@ -20,9 +20,9 @@ import torch.multiprocessing as mp
 
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
-from ct_pipeline.tracking import MetricSink
 from ct_pipeline.training.checkpoint import load_checkpoint
 from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.sink import MetricSink
 from ct_pipeline.training.worker import (
     RESULT_FILE,
     LossFactory,

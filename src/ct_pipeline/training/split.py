@@ -1,4 +1,4 @@
-"""Seeded patient-level split: no patient is ever in two splits (DESIGN.md s.4)."""
+"""Seeded patient-level split: no patient is ever in two splits."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.metrics import psnr_3d, ssim_3d
-from ct_pipeline.tracking import MetricSink
+from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.checkpoint import (
     BEST,
     LAST,
@@ -43,8 +43,8 @@ from ct_pipeline.training.checkpoint import (
     save_checkpoint,
 )
 from ct_pipeline.training.config import TrainConfig
-from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.data import ReconstructionDataset
+from ct_pipeline.training.sink import MetricSink
 
 logger = logging.getLogger(__name__)
 
@@ -285,6 +285,7 @@ def run_training(
     run_dir = run_directory(config, _data_signature(train_set, job.split))
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
+    continued_run = None
     start_epoch = 1
     checkpoint = _resume_state(run_dir, config, rank, world_size)
     if checkpoint is not None:
@@ -296,13 +297,18 @@ def run_training(
         history = list(checkpoint["history"])
         best_score, best_epoch = checkpoint["best_score"], checkpoint["best_epoch"]
         start_epoch = checkpoint["epoch"] + 1
+        continued_run = checkpoint.get("tracking_run_id")
     module = model
     if distributed:
         model = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    this_run = getattr(job.sink, "run_id", None)
     if is_main and job.sink is not None:
         job.sink.log_params(config.flat_params())
+        if continued_run and continued_run != this_run:
+            # The weights carry on from that run's epochs: link the two.
+            job.sink.set_tags({"ct_pipeline.continues_run": continued_run})
 
     for epoch in range(start_epoch, config.epochs + 1):
         sampler.set_epoch(epoch)
@@ -404,6 +410,7 @@ def run_training(
             }
             common = {
                 "epoch": epoch,
+                "tracking_run_id": this_run or continued_run,
                 "config": config.to_dict(),
                 "best_score": best_score,
                 "best_epoch": best_epoch,

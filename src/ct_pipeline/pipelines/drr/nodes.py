@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ct_pipeline.ct import CTVolume, preprocess_ct
-from ct_pipeline.drr import DRRSet, Geometry, default_angles
+from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.drr.projector import render_drrs
 from ct_pipeline.phantoms import generate_phantoms
@@ -41,7 +42,7 @@ def preprocess_volumes(
     phantom_ct: Mapping[str, Callable[[], CTVolume]],
     params: dict[str, Any],
 ) -> tuple[dict[str, CTVolume], dict[str, Any]]:
-    """Resample every CT to the isotropic cube the network sees (DESIGN.md s.4)."""
+    """Resample every CT to the isotropic cube the network sees."""
     source = "raw" if raw_ct else "phantom"
     volumes = raw_ct if raw_ct else phantom_ct
     if not volumes:
@@ -63,8 +64,7 @@ def preprocess_volumes(
 def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
     """The Geometry and view angles named by ``parameters_drr.yml``."""
     geometry = Geometry.from_dict(params["geometry"])
-    angles = params.get("angles_deg") or default_angles(params["num_views"])
-    return geometry, [float(a) for a in angles]
+    return geometry, resolve_angles(params.get("num_views"), params.get("angles_deg"))
 
 
 def render_drr_sets(

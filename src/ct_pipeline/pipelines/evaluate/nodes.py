@@ -14,11 +14,15 @@ from matplotlib.figure import Figure
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.evaluation.baseline import mean_volume
-from ct_pipeline.evaluation.figures import slices_figure, training_curves_figure
+from ct_pipeline.evaluation.figures import (
+    plot_attention,
+    slices_figure,
+    training_curves_figure,
+)
 from ct_pipeline.evaluation.report import per_patient_table, summary
 from ct_pipeline.inference import load_bundle
 from ct_pipeline.metrics import evaluate_volume, to_unit
-from ct_pipeline.models import attention_maps, count_parameters, plot_attention
+from ct_pipeline.models import attention_maps, count_parameters
 from ct_pipeline.pipelines.partitions import iter_partitions, load_one, load_partitions
 from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
 

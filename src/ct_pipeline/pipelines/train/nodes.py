@@ -9,8 +9,8 @@ from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.inference import make_bundle
 from ct_pipeline.pipelines.partitions import load_partitions
-from ct_pipeline.tracking import MetricSink
 from ct_pipeline.training import TrainConfig, split_patients, train_model
+from ct_pipeline.training.sink import MetricSink
 
 
 def split_dataset(

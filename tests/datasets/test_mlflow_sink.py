@@ -2,7 +2,8 @@ import pickle
 
 import pytest
 
-from ct_pipeline.tracking import MetricSink, MlflowSink
+from ct_pipeline.datasets.mlflow_sink import MlflowSink
+from ct_pipeline.training.sink import MetricSink
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Run ``kedro run --pipeline drr``
 (and the split) first, on a file system every node can read::
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
-        --rdzv-endpoint HOST:29500 -m ct_pipeline.training.launch \\
+        --rdzv-endpoint HOST:29500 -m ct_pipeline.pipelines.torchrun \\
         --project-path . --env base
 
 Rank 0 writes checkpoints under ``train.checkpoint_dir`` (``best.pt`` holds the
@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from ct_pipeline.ct.volume import CTVolume
+from ct_pipeline.datasets.mlflow_sink import MlflowSink
 from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.pipelines.partitions import load_partitions
-from ct_pipeline.tracking import MlflowSink
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.worker import (
     TrainJob,

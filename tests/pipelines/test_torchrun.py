@@ -4,7 +4,7 @@ import pytest
 import torch
 from training_fixtures import make_config, make_patients
 
-from ct_pipeline.training.launch import main, run_under_torchrun
+from ct_pipeline.pipelines.torchrun import main, run_under_torchrun
 from ct_pipeline.training.loop import free_port
 
 

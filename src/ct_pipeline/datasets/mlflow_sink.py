@@ -1,9 +1,8 @@
-"""Where training metrics go: a small protocol and its MLflow implementation.
+"""MLflow implementation of the training's ``MetricSink``.
 
-The training library only sees ``MetricSink``. ``MlflowSink`` logs into a run
-that already exists (the Kedro node's active run): spawned DDP workers do not
-inherit MLflow's active-run state, so rank 0 gets the tracking URI and run id
-and writes through an explicit client.
+``MlflowSink`` logs into a run that already exists (the Kedro node's active
+run): spawned DDP workers do not inherit MLflow's active-run state, so rank 0
+gets the tracking URI and run id and writes through an explicit client.
 """
 
 from __future__ import annotations
@@ -11,19 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 # MLflow's log_batch accepts at most 100 parameters per call.
 MLFLOW_MAX_PARAMS_PER_BATCH = 100
-
-
-@runtime_checkable
-class MetricSink(Protocol):
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
 
 
 class MlflowSink:
@@ -58,6 +50,10 @@ class MlflowSink:
             Metric(key, float(value), now, int(step)) for key, value in metrics.items()
         ]
         self.client.log_batch(self.run_id, metrics=batch)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log with MLflow's own str() convention, skipping keys the run already has.
