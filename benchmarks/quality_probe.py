@@ -116,7 +116,9 @@ def main() -> None:
             if frac >= 1:
                 break
             # Linear warm-up over the first 3 %, then cosine decay to 0.
-            factor = frac / 0.03 if frac < 0.03 else 0.5 * (1 + math.cos(math.pi * frac))
+            factor = (
+                frac / 0.03 if frac < 0.03 else 0.5 * (1 + math.cos(math.pi * frac))
+            )
             for group in opt.param_groups:
                 group["lr"] = args.lr * max(factor, 1e-3)
             batch = [train[i] for i in order[start : start + args.batch]]
