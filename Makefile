@@ -31,11 +31,13 @@ test: install lint
 	$(BIN)/pytest -q
 
 # import-linter checks the one-way layers (.importlinter): glue -> workflow ->
-# core -> physics and data, and no Kedro or MLflow below the glue.
+# core -> physics and data, and no Kedro or MLflow below the glue; mypy the
+# types of src/ (mypy.ini).
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # The views and component studies (data/08_reporting/study, one MLflow run
 # per variant under a study run). Hours on 2 CPU cores with the defaults.

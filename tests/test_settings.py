@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from conftest import REPO_ROOT
+from tiny_project import REPO_ROOT
 
 
 def test_a_partial_local_block_and_runtime_params_keep_base_siblings(tmp_path: Path):

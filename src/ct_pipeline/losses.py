@@ -23,6 +23,7 @@ total = 1.0 L1 + 0.3 (1 - SSIM) + 0.2 perceptual + 0.2 edge
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -78,6 +79,9 @@ class RandomConv3dFeatures(nn.Module):
 
 class Vgg16SliceFeatures(nn.Module):
     """VGG16 conv features of every axial slice, from a local weights file."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, weights_path: str | Path) -> None:
         super().__init__()
@@ -180,13 +184,18 @@ class ReconstructionLoss(nn.Module):
             "ssim": self._ssim(pred, target),
             "perceptual": self._perceptual(pred, target),
             "edge": F.l1_loss(sobel_magnitude_3d(pred), sobel_magnitude_3d(target)),
-            "deep_supervision": self._deep(list(output.get("deep") or []), target),
+            "deep_supervision": self._deep(
+                list(cast(list[torch.Tensor], output.get("deep") or [])), target
+            ),
             "frequency": F.l1_loss(
                 torch.fft.rfftn(pred, dim=(2, 3, 4), norm="ortho").abs(),
                 torch.fft.rfftn(target, dim=(2, 3, 4), norm="ortho").abs(),
             ),
         }
-        total = sum(self.weights[name] * value for name, value in terms.items())
+        total = cast(
+            torch.Tensor,
+            sum(self.weights[name] * value for name, value in terms.items()),
+        )
         return total, {name: value.detach() for name, value in terms.items()}
 
     def _ssim(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -199,9 +208,12 @@ class ReconstructionLoss(nn.Module):
             return pred.new_zeros(())
         with torch.no_grad():
             reference = self.perceptual_net(target)
-        return sum(
-            F.l1_loss(f, r)
-            for f, r in zip(self.perceptual_net(pred), reference, strict=True)
+        return cast(
+            torch.Tensor,
+            sum(
+                F.l1_loss(f, r)
+                for f, r in zip(self.perceptual_net(pred), reference, strict=True)
+            ),
         )
 
     @staticmethod

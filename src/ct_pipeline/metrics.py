@@ -21,6 +21,8 @@ Conventions shared by every metric here:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -42,6 +44,8 @@ BODY_THRESHOLD_HU = -500.0
 BODY_DILATION_VOXELS = 2
 
 ArrayLike = np.ndarray | torch.Tensor
+# The scaling functions return the type they are given.
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
 
 
 def _as_5d(x: torch.Tensor) -> torch.Tensor:
@@ -66,7 +70,7 @@ def _as_volume(x: ArrayLike, name: str) -> torch.Tensor:
     return t
 
 
-def _check_same_shape(x: torch.Tensor, y: torch.Tensor) -> None:
+def _check_same_shape(x: ArrayLike, y: ArrayLike) -> None:
     if x.shape != y.shape:
         raise ValueError(
             f"volumes must have equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}"
@@ -178,7 +182,7 @@ def ssim_slice(pred: ArrayLike, true: ArrayLike, data_range: float = 1.0) -> flo
     return float(ssim[0, 0].mean(dim=(0, 1)).mean())
 
 
-def to_unit(hu: ArrayLike, hu_window: tuple[float, float] = HU_WINDOW) -> ArrayLike:
+def to_unit(hu: ArrayT, hu_window: Sequence[float] = HU_WINDOW) -> ArrayT:
     """HU -> the network's [0, 1] target: clip to ``hu_window``, scale linearly.
 
     The one definition of the window scaling; keeps the input's type (numpy or
@@ -191,7 +195,7 @@ def to_unit(hu: ArrayLike, hu_window: tuple[float, float] = HU_WINDOW) -> ArrayL
     return (clipped - low) / (high - low)
 
 
-def to_hu(unit: ArrayLike, hu_window: tuple[float, float] = HU_WINDOW) -> ArrayLike:
+def to_hu(unit: ArrayT, hu_window: Sequence[float] = HU_WINDOW) -> ArrayT:
     """[0, 1] -> HU, the inverse of ``to_unit`` inside the window. Predictions
     are clipped to [0, 1] first, so the result always lies in ``hu_window``."""
     low, high = _check_window(hu_window)
@@ -203,7 +207,7 @@ def to_hu(unit: ArrayLike, hu_window: tuple[float, float] = HU_WINDOW) -> ArrayL
     return low + clipped * (high - low)
 
 
-def _check_window(hu_window: tuple[float, float]) -> tuple[float, float]:
+def _check_window(hu_window: Sequence[float]) -> tuple[float, float]:
     low, high = (float(v) for v in hu_window)
     if not low < high:
         raise ValueError(

@@ -7,11 +7,11 @@ import copy
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, run_kedro
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.pipelines.checks import ParameterError, check_parameters
 from ct_pipeline.pipelines.drr.nodes import drr_geometry
 from ct_pipeline.training import TrainConfig
+from tiny_project import REPO_ROOT, run_kedro
 
 
 def base_params() -> dict:

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import close_stale_runs, inside
 from ct_pipeline.evaluation.study import COLUMNS, component_variants
 from ct_pipeline.pipelines.study import run_study
+from tiny_project import close_stale_runs, inside
 
 pytestmark = pytest.mark.slow
 

@@ -8,6 +8,8 @@ with the spacing read from the affine.
 
 from __future__ import annotations
 
+from typing import Any
+
 import logging
 import os
 from pathlib import Path
@@ -58,7 +60,7 @@ def load_ct(path: str | os.PathLike) -> CTVolume:
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
-        image = nib.load(path)
+        image: Any = nib.load(path)  # a Nifti1/2Image; typed as the base class
         # float32 halves memory against get_fdata's float64; scl_slope/inter applied.
         data = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as error:  # nibabel raises many types for damaged files

@@ -30,7 +30,8 @@ class MlflowSink:
         return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tracking_uri"], state["run_id"])
+        self.tracking_uri, self.run_id = state["tracking_uri"], state["run_id"]
+        self._client = None
 
     @property
     def client(self) -> Any:

@@ -55,8 +55,8 @@ def view_label(angle_deg: float) -> str:
 
 def _edge_letters(angle_deg: float) -> tuple[str, str]:
     """World directions at the image's left and right edges (along -u and +u)."""
-    _, u, _ = view_frames(torch.tensor([angle_deg]))
-    u = u[0].numpy()
+    _, frames_u, _ = view_frames(torch.tensor([angle_deg]))
+    u = frames_u[0].numpy()
     axis = int(np.argmax(np.abs(u)))
     toward_right = _AXIS_LETTERS[axis][1] if u[axis] > 0 else _AXIS_LETTERS[axis][0]
     toward_left = _AXIS_LETTERS[axis][0] if u[axis] > 0 else _AXIS_LETTERS[axis][1]

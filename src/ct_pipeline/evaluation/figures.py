@@ -108,7 +108,7 @@ def slices_figure(
     n_views = views.shape[0]
     fig = Figure(figsize=(max(8.0, 1.6 * n_views), 11.0), layout="constrained")
     fig.suptitle(title)
-    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 3.6])
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.0, 3.6])  # type: ignore[misc]
 
     top.suptitle("input views (radiograph display, head up)", fontsize=9)
     for ax, view, angle in zip(

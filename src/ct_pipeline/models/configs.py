@@ -10,6 +10,7 @@ counts are computed (``count_parameters``), never written down by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from torch import nn
 
@@ -39,12 +40,6 @@ class ModelConfig:
     # How lifted views are fused: "concat" (view order kept, weights tied to
     # the view count) or "mean_max" (any view count); see models/lifting.py.
     view_fusion: str = "mean_max"
-    # Voxel coordinates as 3 input channels of the full-resolution level
-    # (CoordConv): convolutions are translation-invariant, but anatomy is not --
-    # the spine is always posterior. "prior" adds a learned per-voxel volume
-    # to the output logits: the population's mean anatomy, learned by SGD.
-    coordinates: bool = False
-    prior: bool = False
     swin: bool = True
     cross_view: bool = True
     residual_dense: bool = True
@@ -109,7 +104,7 @@ CONFIGS: dict[str, ModelConfig] = {
 }
 
 
-def get_config(name: str, **overrides: object) -> ModelConfig:
+def get_config(name: str, **overrides: Any) -> ModelConfig:
     """The named config with ``overrides`` (any ModelConfig field) applied."""
     if name not in CONFIGS:
         raise ValueError(

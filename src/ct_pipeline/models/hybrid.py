@@ -4,6 +4,7 @@ attention -> geometric lifting at 4 scales -> 3-D (Swin) U-Net -> volume."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,13 +75,7 @@ class ReconstructionNet(nn.Module):
             )
             for level in range(LEVELS)
         )
-        self.unet = UNet3d(config, volume_size, 3 if config.coordinates else 0)
-        n = volume_size
-        if config.coordinates:
-            axis = torch.linspace(-1.0, 1.0, n)
-            grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"))
-            self.register_buffer("coordinates", grid[None], persistent=False)
-        self.prior = nn.Parameter(torch.zeros(1, 1, n, n, n)) if config.prior else None
+        self.unet = UNet3d(config, volume_size)
 
     def forward(
         self,
@@ -113,12 +108,7 @@ class ReconstructionNet(nn.Module):
         lifted = [
             lift(f, angles_deg) for lift, f in zip(self.lifts, features, strict=True)
         ]
-        if self.config.coordinates:
-            coordinates = self.coordinates.expand(b, -1, -1, -1, -1)  # (B, 3, n, n, n)
-            lifted[0] = torch.cat([lifted[0], coordinates], dim=1)
         logits, coarse = self.unet(lifted)
-        if self.prior is not None:
-            logits = logits + self.prior
         attention = None
         if return_attention:
             attention = {name: m.last_weights for name, m in attention_modules.items()}
@@ -130,7 +120,9 @@ class ReconstructionNet(nn.Module):
             "attention": attention,
         }
 
-    def _attention_modules(self) -> dict[str, nn.Module]:
+    def _attention_modules(
+        self,
+    ) -> dict[str, CrossViewAttention | WindowAttention3d]:
         return {
             name: m
             for name, m in self.named_modules()
@@ -144,7 +136,7 @@ def build_model(
     volume_size: int,
     spacing_mm: float,
     num_views: int | None = None,
-    **overrides: object,
+    **overrides: Any,
 ) -> nn.Module:
     """The named network for ``num_views`` views.
 

@@ -87,6 +87,7 @@ class WindowAttention3d(nn.Module):
                 f"dim must be divisible by heads, got dim={dim}, heads={heads}"
             )
         self.heads, self.window = heads, window
+        self.rel_index: torch.Tensor
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         table = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)

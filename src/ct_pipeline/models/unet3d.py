@@ -21,10 +21,7 @@ LEVELS = 4
 class UNet3d(nn.Module):
     """lifted: 4 maps (B, L_l, n / 2^l, ...) -> logits (B, 1, n, n, n) + coarse logits."""
 
-    def __init__(
-        self, config: ModelConfig, volume_size: int, extra_inputs: int = 0
-    ) -> None:
-        """``extra_inputs`` channels arrive beside the lifted features at full resolution."""
+    def __init__(self, config: ModelConfig, volume_size: int) -> None:
         super().__init__()
         c, lift, cfg = config.channels, config.lift_channels, config
         sizes = [volume_size // 2**level for level in range(LEVELS)]
@@ -48,7 +45,7 @@ class UNet3d(nn.Module):
             return conv_block(c_in, c[level], cfg.residual_dense, growth)
 
         self.encoders = nn.ModuleList(
-            block(level, lift[level] + (c[level - 1] if level else extra_inputs))
+            block(level, lift[level] + (c[level - 1] if level else 0))
             for level in range(LEVELS)
         )
         self.downs = nn.ModuleList(

@@ -266,7 +266,7 @@ class Torso:
 
     # -- spine, sternum ---------------------------------------------------
 
-    def spine_centre_y(self, z: np.ndarray) -> np.ndarray:
+    def spine_centre_y(self, z: np.ndarray | float) -> np.ndarray | float:
         return self.spine_y - self.kyphosis * (1.0 - (z / 250.0) ** 2)
 
     def spine_masks(self, p) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -427,7 +427,9 @@ class Torso:
 
     def tubes(self) -> list[tuple[np.ndarray, float, int, float]]:
         """(polyline, radius, label, lung clearance) of every tube-like structure."""
-        out = [(line, r, Tissue.BLOOD, 4.0) for line, r in self.vessels.values()]
+        out: list[tuple[np.ndarray, float, int, float]] = [
+            (line, r, Tissue.BLOOD, 4.0) for line, r in self.vessels.values()
+        ]
         out += [(line, r, Tissue.AIR, 3.0) for line, r in self.airways.values()]
         floating_end = [
             130.0,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -11,9 +11,12 @@ T = TypeVar("T")
 
 
 def iter_partitions(
-    partitions: Mapping[str, T | Callable[[], T]], desc: str
-) -> Iterator[tuple[str, T]]:
+    partitions: Mapping[str, Any], desc: str
+) -> Iterator[tuple[str, Any]]:
     """Yield (id, value) in id order, loading lazy partitions one at a time.
+
+    Typed Any: a partition is a value or a loader of one, which a type checker
+    cannot tell apart from a value that is itself callable.
 
     Within a run Kedro may hand a node the saved values or, after reloading,
     PartitionedDataset's loaders; both are accepted.
@@ -22,9 +25,7 @@ def iter_partitions(
         yield key, load_one(partitions[key])
 
 
-def load_partitions(
-    partitions: Mapping[str, T | Callable[[], T]], desc: str
-) -> dict[str, T]:
+def load_partitions(partitions: Mapping[str, Any], desc: str) -> dict[str, Any]:
     return dict(iter_partitions(partitions, desc))
 
 

@@ -70,7 +70,8 @@ def run_study(
     with KedroSession.create(
         project_path=project_path, env=env, runtime_params=extra_params
     ) as session:
-        context = session.load_context()  # kedro-mlflow sets the tracking URI here
+        # kedro-mlflow sets the tracking URI here (create() is typed as the base class).
+        context = session.load_context()  # type: ignore[attr-defined]
         catalog = context.catalog
         study = dict(catalog.load("params:study"))
         base = TrainConfig.from_params(catalog.load("params:train"))

@@ -50,7 +50,7 @@ def load_catalogued_inputs(
 
     bootstrap_project(project_path)
     with KedroSession.create(project_path=project_path, env=env) as session:
-        catalog = session.load_context().catalog
+        catalog = session.load_context().catalog  # type: ignore[attr-defined]
         split = catalog.load("patient_split")
         params = dict(catalog.load("params:train"))
         wanted = set(split["train"]) | set(split["val"])

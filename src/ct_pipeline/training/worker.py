@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -154,9 +154,7 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def _all_reduce(
-    tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM
-) -> torch.Tensor:
+def _all_reduce(tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(tensor, op=op)
     return tensor
@@ -259,7 +257,7 @@ def run_training(
     # Shuffled with seed + epoch on every rank: rank r takes every world_size-th
     # index of one shared permutation, so at each step the ranks together see
     # exactly the samples a single process with the global batch would.
-    sampler = DistributedSampler(
+    sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor]] = DistributedSampler(
         train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed
     )
     loader = DataLoader(
@@ -337,7 +335,11 @@ def run_training(
                 target.to(device, non_blocking=True),
             )
             # Gradients are all-reduced only on the micro-step that ends an accumulation group.
-            sync = model.no_sync() if distributed and not final_micro else nullcontext()
+            sync = (
+                cast(DistributedDataParallel, model).no_sync()
+                if distributed and not final_micro
+                else nullcontext()
+            )
             with sync:
                 with autocast():
                     output = model(views, angles)
@@ -371,7 +373,7 @@ def run_training(
         elapsed = time.perf_counter() - started
 
         names = sorted(term_sums)
-        reduced_terms = (
+        reduced_terms: torch.Tensor | list[torch.Tensor] = (
             _all_reduce(torch.stack([term_sums[n] for n in names])) / world_size
             if names
             else []
