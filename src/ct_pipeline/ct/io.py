@@ -8,11 +8,10 @@ with the spacing read from the affine.
 
 from __future__ import annotations
 
-from typing import Any
-
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
