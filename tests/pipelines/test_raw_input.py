@@ -86,3 +86,31 @@ def test_truncated_raw_ct_stops_the_run_naming_the_file(fresh_tiny_project):
     with pytest.raises(Exception, match="broken_scan.nii.gz"):
         project.run("drr")
     assert not any((project.data / "04_feature").glob("drr/*"))
+
+
+def test_upper_case_extensions_are_used_and_other_files_named(
+    fresh_tiny_project, caplog
+):
+    """Issue: PATIENT1.NII.GZ was skipped (and phantoms made instead), though
+    load_ct reads it; a file that is not used must be named, not ignored."""
+    import logging
+
+    import nibabel as nib
+
+    project = fresh_tiny_project
+    params = project.params
+    _, lps = _lps_chest(
+        params["phantoms"]["size_vox"], params["phantoms"]["spacing_mm"]
+    )
+    nib.save(lps, project.data / "01_raw" / "tmp.nii.gz")
+    (project.data / "01_raw" / "tmp.nii.gz").rename(
+        project.data / "01_raw" / "PATIENT1.NII.GZ"
+    )
+    (project.data / "01_raw" / "notes.txt").write_text("not a CT")
+
+    with caplog.at_level(logging.WARNING, logger="ct_pipeline"):
+        project.run("drr")
+
+    source = json.loads((project.data / "03_primary/ct_source.json").read_text())
+    assert source == {"source": "raw", "patients": ["PATIENT1"]}
+    assert "notes.txt is not used" in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -10,6 +12,8 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from ct_pipeline.ct import CTVolume, load_ct, save_ct
+
+logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -21,7 +25,7 @@ def _is_dicom_series(folder: Path) -> bool:
 def _patient_id(path: Path) -> str:
     name = path.name
     for suffix in NIFTI_SUFFIXES[::-1]:
-        if name.endswith(suffix):
+        if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return name
 
@@ -55,8 +59,14 @@ class CTFolderDataset(
         for entry in sorted(self._path.iterdir()):
             if entry.name.startswith("."):
                 continue
-            is_nifti = entry.is_file() and entry.name.endswith(NIFTI_SUFFIXES)
+            # Extensions match whatever their case (PATIENT1.NII.GZ is a NIfTI).
+            is_nifti = entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES)
             if not (is_nifti or (entry.is_dir() and _is_dicom_series(entry))):
+                logger.warning(
+                    "%s is not used: not a .nii / .nii.gz file (any case) nor a "
+                    "folder holding one DICOM series",
+                    entry,
+                )
                 continue
             patient = _patient_id(entry)
             if patient in loaders:
