@@ -161,3 +161,21 @@ def test_bad_input_raises_ct_input_error_naming_the_file(tmp_path: Path, make, r
         load_ct(path)
     assert str(path) in str(caught.value)
     assert isinstance(caught.value, ValueError)
+
+
+def test_an_image_without_an_air_peak_is_named_in_a_warning(tmp_path: Path, caplog):
+    """Issue: an MRI-like volume (no air near -1000 HU) passed silently as a CT."""
+    rng = np.random.default_rng(0)
+    mri_like = rng.uniform(-300.0, 900.0, size=(12, 12, 12)).astype(np.float32)
+    path = tmp_path / "t1_brain.nii.gz"
+    nib.save(nib.Nifti1Image(mri_like, np.eye(4)), path)
+    with caplog.at_level("WARNING", logger="ct_pipeline.ct.io"):
+        load_ct(path)
+    assert "t1_brain.nii.gz" in caplog.text and "look like a CT" in caplog.text
+    caplog.clear()
+    chest = mri_like.copy()
+    chest[:, :4] = -1000.0  # a third of the field is air: a CT
+    nib.save(nib.Nifti1Image(chest, np.eye(4)), path)
+    with caplog.at_level("WARNING", logger="ct_pipeline.ct.io"):
+        load_ct(path)
+    assert "look like a CT" not in caplog.text

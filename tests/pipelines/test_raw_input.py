@@ -114,3 +114,18 @@ def test_upper_case_extensions_are_used_and_other_files_named(
     source = json.loads((project.data / "03_primary/ct_source.json").read_text())
     assert source == {"source": "raw", "patients": ["PATIENT1"]}
     assert "notes.txt is not used" in caplog.text
+
+
+def test_a_ct_with_no_body_in_the_cube_stops_the_run_naming_it(fresh_tiny_project):
+    """Issue: an all-air CT gave all-zero DRRs that were trained on."""
+    import nibabel as nib
+
+    project = fresh_tiny_project
+    air = np.full((24, 24, 24), -1000.0, dtype=np.float32)
+    nib.save(
+        nib.Nifti1Image(air, np.diag([12.0, 12.0, 12.0, 1.0])),
+        project.data / "01_raw" / "empty_scan.nii.gz",
+    )
+    with pytest.raises(Exception, match=r"no body in the cube of \['empty_scan'\]"):
+        project.run("drr")
+    assert not any((project.data / "04_feature").glob("drr/*"))

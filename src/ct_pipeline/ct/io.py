@@ -28,6 +28,9 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # A CT always holds some air or lung; an array with nothing below this is not HU
 # (e.g. raw stored values without RescaleIntercept, or a [0, 1] normalised image).
 MAX_LOWEST_HU = -200.0
+# The air check: voxels within this many HU of air, and the share expected.
+AIR_PEAK_HALF_WIDTH_HU = 150.0
+MIN_AIR_FRACTION = 0.01
 
 
 def is_nifti(path: Path) -> bool:
@@ -111,7 +114,20 @@ def check_hu(data: np.ndarray, source: Path) -> np.ndarray:
         )
     # Scanners mark voxels outside the reconstruction circle with -2048 or -3024;
     # they attenuate like air.
-    return np.maximum(data, np.float32(AIR_HU), dtype=np.float32)
+    hu = np.maximum(data, np.float32(AIR_HU), dtype=np.float32)
+    # A CT in HU shows an air peak near -1000 (outside the body, lungs, bowel);
+    # an MRI or a mis-scaled image rarely does. A warning, not an error: a
+    # tightly cropped CT may hold almost no air.
+    air_fraction = float(np.mean(hu < AIR_HU + AIR_PEAK_HALF_WIDTH_HU))
+    if air_fraction < MIN_AIR_FRACTION:
+        logger.warning(
+            "%s: only %.2f %% of voxels lie within %g HU of air (-1000): does this "
+            "look like a CT in HU? (an MRI or a mis-scaled image would not)",
+            source,
+            100 * air_fraction,
+            AIR_PEAK_HALF_WIDTH_HU,
+        )
+    return hu
 
 
 def save_ct(ct: CTVolume, path: str | os.PathLike) -> None:

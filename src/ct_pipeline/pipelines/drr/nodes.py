@@ -58,6 +58,16 @@ def preprocess_volumes(
         )
         for patient, ct in iter_partitions(volumes, desc="preprocess CT")
     }
+    threshold = params["body_threshold_hu"]
+    empty = [p for p, ct in prepared.items() if not (ct.hu > threshold).any()]
+    if empty:
+        # All-zero DRRs would be trained on as if they showed a patient.
+        raise ValueError(
+            f"no body in the cube of {empty} (no voxel above "
+            f"preprocess.body_threshold_hu = {threshold} HU after resampling to "
+            f"{params['volume_size']} voxels of {params['target_spacing_mm']} mm): "
+            "remove these CTs or check their intensities and spacing"
+        )
     return prepared, {"source": source, "patients": sorted(prepared)}
 
 
