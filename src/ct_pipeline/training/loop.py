@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import tempfile
 from pathlib import Path
@@ -101,7 +102,7 @@ def train_model(
         try:
             mp.spawn(
                 spawned_worker,
-                args=(config.world_size, job, backend, port, result_dir),
+                args=(config.world_size, job, backend, port, result_dir, os.getpid()),
                 nprocs=config.world_size,
                 join=True,
                 start_method="spawn",

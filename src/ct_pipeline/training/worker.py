@@ -510,10 +510,35 @@ def distributed_worker(
         raise
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel SIGTERM this process when its parent dies (Linux).
+
+    A worker must not outlive the run that started it: after a ``kill -9`` of
+    ``kedro run`` orphaned ranks would train on, writing checkpoints and
+    metrics nobody asked for. Elsewhere the DDP timeout ends them.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the call above
+        os._exit(1)
+
+
 def spawned_worker(
-    rank: int, world_size: int, job: TrainJob, backend: str, port: int, result_dir: Path
+    rank: int,
+    world_size: int,
+    job: TrainJob,
+    backend: str,
+    port: int,
+    result_dir: Path,
+    parent_pid: int,
 ) -> None:
     """Entry point of each process started by torch.multiprocessing.spawn (one host)."""
+    die_with_parent(parent_pid)
     # The launcher leaves threads alone; each worker takes its share of the cores.
     torch.set_num_threads(cpu_share(world_size))
     logging.basicConfig(level=logging.INFO)
