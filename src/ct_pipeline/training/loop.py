@@ -120,6 +120,16 @@ def _worker_failure(result_dir: Path, error: Exception) -> Exception:
     )
     if not reports:
         return RuntimeError(f"a DDP worker died without reporting an error: {error}")
+    dead = getattr(error, "error_index", None)
+    if isinstance(error, mp.ProcessExitedException) and all(
+        report["rank"] != dead for report in reports
+    ):
+        # The cause is the rank that died silently; the others' reports (a
+        # broken connection to it) are consequences, named after it.
+        return RuntimeError(
+            f"DDP rank {dead} died without reporting an error ({error}); "
+            f"then rank {reports[0]['rank']}: {reports[0]['message']}"
+        )
     first = reports[0]
     message = f"rank {first['rank']}: {first['message']}"
     if first["type"] == NonFiniteLossError.__name__:
