@@ -68,3 +68,13 @@ def test_find_resumable(tmp_path):
     assert find_resumable(tmp_path, config)["epoch"] == 4
     with pytest.raises(ValueError, match=r"different config \(fields \['model'\]\)"):
         find_resumable(tmp_path, TrainConfig(model="small"))
+
+
+def test_a_truncated_last_checkpoint_is_named(tmp_path):
+    """Issue: a truncated last.pt gave an error that did not name the file."""
+    config = TrainConfig()
+    save_checkpoint(tmp_path / LAST, {"epoch": 4, "config": config.to_dict()})
+    data = (tmp_path / LAST).read_bytes()
+    (tmp_path / LAST).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*last\.pt"):
+        find_resumable(tmp_path, config)
