@@ -17,6 +17,7 @@ TINY_STUDY = {
         "model": "tiny",
         "baseline": "unet_tiny",
         "views": [2],
+        "reference_epochs": 2,
         "component_views": 2,
         "components": ["full", "no_swin"],
         "seeds": [0],
