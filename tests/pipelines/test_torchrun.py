@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from training_fixtures import make_config, make_patients
 
 from ct_pipeline.pipelines.torchrun import main, run_under_torchrun
 from ct_pipeline.training.loop import free_port
+from training_fixtures import make_config, make_patients
 
 
 def test_torchrun_worker_trains_from_the_environment(tmp_path, monkeypatch):
