@@ -17,7 +17,7 @@ from torch import nn
 
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE
-from ct_pipeline.models.lifting import sample_views, sampling_grid, voxel_centres_mm
+from ct_pipeline.models.lifting import SamplingGrids, sample_views
 from ct_pipeline.models.output import unit_range
 
 WIDTHS = (16, 32, 64)
@@ -51,7 +51,7 @@ class BackprojectionUNet(nn.Module):
             raise ValueError(f"num_views must be >= 1, got {num_views}")
         self.geometry, self.volume_size = geometry, volume_size
         self.spacing_mm, self.num_views = spacing_mm, num_views
-        self._grids: dict[tuple, torch.Tensor] = {}
+        self.grid = SamplingGrids(geometry, volume_size, spacing_mm)
         c = WIDTHS
         self.enc = nn.ModuleList(
             [_double_conv(num_views, c[0]), _double_conv(c[0], c[1])]
@@ -70,16 +70,9 @@ class BackprojectionUNet(nn.Module):
         self, views: torch.Tensor, angles_deg: torch.Tensor
     ) -> torch.Tensor:
         """(B, V, H, W) line integrals -> (B, V, n, n, n), each view along its rays."""
-        key = (tuple(round(a, 6) for a in angles_deg.tolist()), str(views.device))
-        if key not in self._grids:
-            points = voxel_centres_mm(self.volume_size, self.spacing_mm)
-            self._grids[key] = sampling_grid(self.geometry, angles_deg, points).to(
-                views.device
-            )
         b, v = views.shape[:2]
-        samples = sample_views(
-            views[:, :, None] / LINE_INTEGRAL_SCALE, self._grids[key]
-        )
+        grid = self.grid(angles_deg, views.device)
+        samples = sample_views(views[:, :, None] / LINE_INTEGRAL_SCALE, grid)
         n = self.volume_size
         return samples.view(b, v, n, n, n)
 

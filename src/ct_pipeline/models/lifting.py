@@ -64,12 +64,29 @@ def sample_views(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return out.view(b, v, c, -1)
 
 
-class GeometricLifting(nn.Module):
-    """Lifts (B, V, C, h, w) view features to (B, C_out, n, n, n) on one grid level.
+class SamplingGrids:
+    """``grid_sample`` coordinates of one voxel grid, cached per angle set and device.
 
-    The sampling grid depends only on the angles, so it is cached per angle
-    set (a plain dict, not state: it is rebuilt on another device or process).
+    The grid depends only on the angles, so it is built once per angle set (a
+    plain dict, not module state: it is rebuilt on another device or process).
     """
+
+    def __init__(self, geometry: Geometry, size: int, spacing_mm: float) -> None:
+        self.geometry, self.size, self.spacing_mm = geometry, size, spacing_mm
+        self._grids: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, angles_deg: torch.Tensor, device: torch.device) -> torch.Tensor:
+        key = (tuple(round(a, 6) for a in angles_deg.tolist()), str(device))
+        if key not in self._grids:
+            points = voxel_centres_mm(self.size, self.spacing_mm)
+            self._grids[key] = sampling_grid(self.geometry, angles_deg, points).to(
+                device
+            )
+        return self._grids[key]
+
+
+class GeometricLifting(nn.Module):
+    """Lifts (B, V, C, h, w) view features to (B, C_out, n, n, n) on one grid level."""
 
     def __init__(
         self,
@@ -88,16 +105,7 @@ class GeometricLifting(nn.Module):
         self.num_views = num_views
         fused_in = in_channels * (2 if num_views is None else num_views)
         self.fuse = nn.Conv3d(fused_in, out_channels, 1)
-        self._grids: dict[tuple, torch.Tensor] = {}
-
-    def grid(self, angles_deg: torch.Tensor, device: torch.device) -> torch.Tensor:
-        key = (tuple(round(a, 6) for a in angles_deg.tolist()), str(device))
-        if key not in self._grids:
-            points = voxel_centres_mm(self.size, self.spacing_mm)
-            self._grids[key] = sampling_grid(self.geometry, angles_deg, points).to(
-                device
-            )
-        return self._grids[key]
+        self.grid = SamplingGrids(geometry, size, spacing_mm)
 
     def forward(self, features: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
         b, v = features.shape[:2]
