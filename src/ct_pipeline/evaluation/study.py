@@ -25,12 +25,13 @@ from matplotlib.figure import Figure
 
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
-from ct_pipeline.inference import load_bundle, make_bundle, reconstruct
+from ct_pipeline.inference import load_bundle, reconstruct
 from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import count_parameters
 from ct_pipeline.models.configs import BP_UNET
 from ct_pipeline.training import TrainConfig, train_model
+from ct_pipeline.training.bundle import trained_bundle
 from ct_pipeline.training.sink import MetricSink
 
 # Component ablations: the ModelConfig switch each one turns off.
@@ -150,17 +151,8 @@ def run_variant(
     started = time.perf_counter()
     result = train_model(dict(volumes), dict(drr_sets), dict(split), config, sink=sink)
     train_s = time.perf_counter() - started
-    first = volumes[split["train"][0]]
-    bundle = make_bundle(
-        result.best_state_dict,
-        model=config.model,
-        model_overrides=config.model_overrides,
-        geometry=drr_sets[split["train"][0]].geometry,
-        volume_size=first.hu.shape[0],
-        spacing_mm=float(first.spacing_mm[0]),
-        angles_deg=config.angles,
-        hu_window=config.hu_window,
-    )
+    first = split["train"][0]
+    bundle = trained_bundle(result, config, volumes[first], drr_sets[first].geometry)
     network = load_bundle(bundle)
     scores = []
     for patient in sorted(split["test"]):

@@ -7,9 +7,9 @@ from typing import Any
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet
-from ct_pipeline.inference import make_bundle
 from ct_pipeline.pipelines.partitions import load_partitions
 from ct_pipeline.training import TrainConfig, split_patients, train_model
+from ct_pipeline.training.bundle import trained_bundle
 from ct_pipeline.training.sink import MetricSink
 
 
@@ -41,15 +41,10 @@ def train_reconstructor(
         {k: v for k, v in drr_sets.items() if k in wanted}, desc="load DRR sets"
     )
     result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
-    first = next(iter(volumes.values()))
-    bundle = make_bundle(
-        result.best_state_dict,
-        model=config.model,
-        model_overrides=config.model_overrides,
-        geometry=next(iter(drrs.values())).geometry,
-        volume_size=first.hu.shape[0],
-        spacing_mm=first.spacing_mm[0],
-        angles_deg=config.angles,
-        hu_window=config.hu_window,
+    bundle = trained_bundle(
+        result,
+        config,
+        next(iter(volumes.values())),
+        next(iter(drrs.values())).geometry,
     )
     return bundle, result.history
