@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--wd", type=float, default=0.01)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--loss", default="six")
+    parser.add_argument(
+        "--weights", default="{}", help="JSON loss-weight overrides on top of --loss"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--override", default="{}", help="JSON ModelConfig overrides")
     parser.add_argument("--data", default="data")
@@ -93,7 +96,7 @@ def main() -> None:
         **json.loads(args.override),
     )
     n_params = sum(p.numel() for p in model.parameters())
-    weights = LOSSES[args.loss]
+    weights = {**(LOSSES[args.loss] or {}), **json.loads(args.weights)}
     loss_fn = ReconstructionLoss(weights=weights)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
     angle_t = train.angles_tensor()
@@ -151,6 +154,7 @@ def main() -> None:
                 "override": json.loads(args.override),
                 "views": args.views,
                 "loss": args.loss,
+                "weights": json.loads(args.weights),
                 "augment": augmentation.to_dict(),
                 "lr": args.lr,
                 "seed": args.seed,

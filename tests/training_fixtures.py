@@ -8,6 +8,8 @@ module and name, and each spawned rank imports this module to rebuild them.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +61,25 @@ def make_patients(
             projections, np.asarray(RENDERED_ANGLES), GEOMETRY, volume.centre_mm
         )
     return volumes, drr_sets
+
+
+def saved_patients(
+    volumes: dict[str, CTVolume], drr_sets: dict[str, DRRSet], folder: Path
+) -> tuple[dict[str, Callable[[], CTVolume]], dict[str, Callable[[], DRRSet]]]:
+    """The patients written to files and given back as loaders, as Kedro's catalogue gives them."""
+    from ct_pipeline.ct.io import load_ct, save_ct
+    from ct_pipeline.datasets.drrset import DRRSetDataset
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ct_loaders: dict[str, Callable[[], CTVolume]] = {}
+    drr_loaders: dict[str, Callable[[], DRRSet]] = {}
+    for pid in volumes:
+        save_ct(volumes[pid], folder / f"{pid}.nii.gz")
+        ct_loaders[pid] = partial(load_ct, folder / f"{pid}.nii.gz")
+        drr_file = DRRSetDataset(str(folder / f"{pid}.npz"))
+        drr_file.save(drr_sets[pid])
+        drr_loaders[pid] = drr_file.load
+    return ct_loaders, drr_loaders
 
 
 def make_config(checkpoint_dir: Path, **changes: object) -> TrainConfig:

@@ -74,13 +74,16 @@ def test_unrendered_views_and_mixed_geometries_are_rejected(patients):
         other.isocentre_mm,
     )
     assert moved.geometry != GEOMETRY
+    mixed = ReconstructionDataset(
+        volumes,
+        {**drr_sets, "patient_01": moved},
+        ["patient_00", "patient_01"],
+        [0.0],
+    )
     with pytest.raises(ValueError, match="patient_01 geometry"):
-        ReconstructionDataset(
-            volumes,
-            {**drr_sets, "patient_01": moved},
-            ["patient_00", "patient_01"],
-            [0.0],
-        )
+        mixed.check_all()
+    with pytest.raises(ValueError, match="patient_01 geometry"):
+        mixed[1]  # a sample checks its own patient too
     with pytest.raises(ValueError, match="without a volume"):
         ReconstructionDataset(volumes, drr_sets, ["nobody"], [0.0])
 
@@ -103,3 +106,31 @@ def test_two_ranks_together_see_the_single_process_batches():
         pairs = zip(batches(2, 0, 2, epoch), batches(2, 1, 2, epoch), strict=True)
         assert [a | b for a, b in pairs] == single
     assert batches(1, 0, 4, 0) != batches(1, 0, 4, 1)  # set_epoch reshuffles
+
+
+class CountingLoader:
+    """A picklable loader that counts its loads, like a Kedro partition's."""
+
+    def __init__(self, value):
+        self.value, self.loads = value, 0
+
+    def __call__(self):
+        self.loads += 1
+        return self.value
+
+
+def test_patients_are_read_when_a_sample_asks_for_them(patients):
+    volumes, drr_sets = patients
+    ids = sorted(volumes)
+    lazy_volumes = {p: CountingLoader(volumes[p]) for p in ids}
+    lazy_drrs = {p: CountingLoader(drr_sets[p]) for p in ids}
+    data = ReconstructionDataset(lazy_volumes, lazy_drrs, ids, [0.0, 90.0])
+    # Building it reads the first patient only (for the grid and geometry).
+    assert [lazy_volumes[p].loads for p in ids] == [1] + [0] * (len(ids) - 1)
+    views, target = data[3]
+    assert [lazy_drrs[p].loads for p in ids] == [1, 0, 0, 1, 0, 0]
+    eager = ReconstructionDataset(volumes, drr_sets, ids, [0.0, 90.0])
+    torch.testing.assert_close(views, eager[3][0])
+    torch.testing.assert_close(target, eager[3][1])
+    data.check_all()
+    assert all(lazy_volumes[p].loads >= 1 for p in ids)

@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
+from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.training import NonFiniteLossError, train_model
+from ct_pipeline.training.checkpoint import load_checkpoint
 from ct_pipeline.training.worker import build_model_from_config
 from training_fixtures import (
     dying_loss,
@@ -16,6 +18,7 @@ from training_fixtures import (
     make_patients,
     poisoned_loss_call3,
     poisoned_loss_rank1_call2,
+    saved_patients,
 )
 
 TRAIN = [f"patient_{i:02d}" for i in range(8)]
@@ -39,7 +42,12 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def ddp_and_single(data, tmp_path_factory):
-    """The same global batch (4) as 2 ranks x 2 and as 1 process x 4, tracked in MLflow."""
+    """The same global batch (4) as 2 ranks x 2 and as 1 process x 4, tracked in MLflow.
+
+    The ranks read their patients from files through loaders, as the train
+    node hands them over, each with a DataLoader worker process; the single
+    process holds them in memory.
+    """
     from mlflow.tracking import MlflowClient
 
     from ct_pipeline.datasets.mlflow_sink import MlflowSink
@@ -53,12 +61,12 @@ def ddp_and_single(data, tmp_path_factory):
         )
     )
     volumes, drr_sets = data
-    two = make_config(tmp / "two", world_size=2, batch_size_per_device=2)
+    on_disk = saved_patients(volumes, drr_sets, tmp / "patients")
+    two = make_config(tmp / "two", world_size=2, batch_size_per_device=2, num_workers=1)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     ddp = train_model(
-        volumes,
-        drr_sets,
+        *on_disk,
         SPLIT,
         two,
         MlflowSink(uri, run.info.run_id),
@@ -122,6 +130,19 @@ def test_mlflow_run_holds_params_and_one_point_per_epoch(ddp_and_single):
         assert sorted(m.step for m in history) == [1, 2], key  # rank 0 alone logs
     psnr = {m.step: m.value for m in client.get_metric_history(run_id, "val/psnr_3d")}
     assert psnr[2] == pytest.approx(ddp_and_single["ddp"].history[1]["val/psnr_3d"])
+
+
+def test_steps_per_epoch_bounds_an_epoch(data, tmp_path):
+    volumes, drr_sets = data
+    config = make_config(tmp_path, batch_size_per_device=1, steps_per_epoch=3)
+    result = train_model(volumes, drr_sets, SPLIT, config)
+    last = load_checkpoint(result.checkpoint_paths["last"])
+    # 2 epochs of 3 steps, not of len(TRAIN) = 8.
+    assert [s["step"] for s in last["optimizer"]["state"].values()][0] == 6
+    with pytest.raises(
+        ValueError, match="train.steps_per_epoch must be an integer >= 1"
+    ):
+        make_config(tmp_path, steps_per_epoch=0)
 
 
 def test_gradient_accumulation_matches_the_full_batch(data, tmp_path):
@@ -204,6 +225,15 @@ def test_a_finished_run_is_never_reused_under_another_schedule(data, tmp_path, c
         again = train_model(volumes, drr_sets, SPLIT, make_config(tmp_path))
     assert "already finished training (2/2 epochs" in caplog.text
     assert again.start_epoch == 3 and again.history == first.history
+
+
+def test_a_bad_patient_is_refused_before_anything_is_written(data, tmp_path):
+    volumes, drr_sets = data
+    shrunk = CTVolume(volumes[VAL[1]].hu[:8, :8, :8], volumes[VAL[1]].affine)
+    config = make_config(tmp_path / "checkpoints", world_size=2)
+    with pytest.raises(ValueError, match=f"patient {VAL[1]} volume shape"):
+        train_model({**volumes, VAL[1]: shrunk}, drr_sets, SPLIT, config)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_nan_loss_stops_the_run_naming_epoch_and_step(data, tmp_path):

@@ -32,6 +32,7 @@ from ct_pipeline.models import count_parameters
 from ct_pipeline.models.configs import BP_UNET
 from ct_pipeline.training import TrainConfig, train_model
 from ct_pipeline.training.bundle import trained_bundle
+from ct_pipeline.training.data import load_one
 from ct_pipeline.training.sink import MetricSink
 
 # Component ablations: the ModelConfig switch each one turns off.
@@ -142,22 +143,29 @@ def component_variants(
 def run_variant(
     variant: Variant,
     config: TrainConfig,
-    volumes: Mapping[str, CTVolume],
-    drr_sets: Mapping[str, DRRSet],
+    volumes: Mapping[str, Any],
+    drr_sets: Mapping[str, Any],
     split: Mapping[str, list[str]],
     sink: MetricSink | None = None,
 ) -> dict[str, Any]:
-    """Train one (variant, seed), score its best epoch on the test split: one table row."""
+    """Train one (variant, seed), score its best epoch on the test split: one table row.
+
+    ``volumes`` and ``drr_sets`` map patient ids to loaders or values; patients
+    are read one at a time.
+    """
     started = time.perf_counter()
     result = train_model(dict(volumes), dict(drr_sets), dict(split), config, sink=sink)
     train_s = time.perf_counter() - started
     first = split["train"][0]
-    bundle = trained_bundle(result, config, volumes[first], drr_sets[first].geometry)
+    first_drr: DRRSet = load_one(drr_sets[first])
+    bundle = trained_bundle(
+        result, config, load_one(volumes[first]), first_drr.geometry
+    )
     network = load_bundle(bundle)
     scores = []
     for patient in sorted(split["test"]):
-        truth = volumes[patient]
-        predicted = reconstruct(network, bundle, drr_sets[patient])
+        truth: CTVolume = load_one(volumes[patient])
+        predicted = reconstruct(network, bundle, load_one(drr_sets[patient]))
         scores.append(
             evaluate_volume(
                 to_unit(predicted.hu, config.hu_window),

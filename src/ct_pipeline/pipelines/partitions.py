@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from tqdm.auto import tqdm
 
-T = TypeVar("T")
+from ct_pipeline.training.data import load_one
 
 
 def iter_partitions(
@@ -27,8 +27,3 @@ def iter_partitions(
 
 def load_partitions(partitions: Mapping[str, Any], desc: str) -> dict[str, Any]:
     return dict(iter_partitions(partitions, desc))
-
-
-def load_one(value: T | Callable[[], T]) -> T:
-    """One partition, loaded if it is still lazy."""
-    return value() if callable(value) else value

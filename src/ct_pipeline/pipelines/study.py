@@ -37,7 +37,6 @@ from ct_pipeline.evaluation.study import (
     views_figure,
     views_variants,
 )
-from ct_pipeline.pipelines.partitions import load_partitions
 from ct_pipeline.training import TrainConfig, split_patients
 
 logger = logging.getLogger(__name__)
@@ -85,8 +84,7 @@ def run_study(
         split = split_patients(
             volumes.keys(), split_params["fractions"], split_params["seed"]
         )
-        volumes = load_partitions(volumes, desc="load volumes")
-        drr_sets = load_partitions(catalog.load("drr_sets"), desc="load DRR sets")
+        drr_sets = catalog.load("drr_sets")
         variants = _variants(study)
         study_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         checkpoints = str(Path(study["checkpoint_dir"]) / study_id)

@@ -24,10 +24,7 @@ from typing import Any
 
 import torch
 
-from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
-from ct_pipeline.drr.drrset import DRRSet
-from ct_pipeline.pipelines.partitions import load_partitions
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.worker import (
     TrainJob,
@@ -41,10 +38,8 @@ logger = logging.getLogger(__name__)
 
 def load_catalogued_inputs(
     project_path: Path, env: str | None
-) -> tuple[
-    dict[str, CTVolume], dict[str, DRRSet], dict[str, list[str]], dict[str, Any]
-]:
-    """``preprocessed_ct``, ``drr_sets``, ``patient_split`` and ``params:train`` from the catalogue."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]], dict[str, Any]]:
+    """``preprocessed_ct`` and ``drr_sets`` (as loaders), ``patient_split`` and ``params:train``."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -56,18 +51,15 @@ def load_catalogued_inputs(
         wanted = set(split["train"]) | set(split["val"])
         volumes = catalog.load("preprocessed_ct")
         drr_sets = catalog.load("drr_sets")
-    volumes = load_partitions(
-        {k: v for k, v in volumes.items() if k in wanted}, desc="load volumes"
-    )
-    drr_sets = load_partitions(
-        {k: v for k, v in drr_sets.items() if k in wanted}, desc="load DRR sets"
-    )
+    # Loaders (a path each), not arrays: the rank reads patients as it needs them.
+    volumes = {k: v for k, v in volumes.items() if k in wanted}
+    drr_sets = {k: v for k, v in drr_sets.items() if k in wanted}
     return volumes, drr_sets, split, params
 
 
 def run_under_torchrun(
-    volumes: dict[str, CTVolume],
-    drr_sets: dict[str, DRRSet],
+    volumes: dict[str, Any],
+    drr_sets: dict[str, Any],
     split: dict[str, list[str]],
     config: TrainConfig,
     sink: MlflowSink | None = None,

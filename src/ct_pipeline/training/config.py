@@ -33,6 +33,7 @@ NON_IDENTITY_FIELDS = (
     "device",
     "backend",
     "dist_timeout_s",
+    "num_workers",
 )
 
 
@@ -53,6 +54,9 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     epochs: int = 10
+    # Optimiser steps per epoch; None: one pass over the train split. Bounds an
+    # epoch (and so the validation cadence) on big data sets.
+    steps_per_epoch: int | None = None
     warmup_epochs: float = 1.0
     grad_clip: float | None = 1.0
     grad_accum_steps: int = 1
@@ -71,6 +75,9 @@ class TrainConfig:
     checkpoint_dir: str = "data/06_models/checkpoints"
     validate_every: int = 1
     dist_timeout_s: float = 600.0
+    # DataLoader worker processes per rank reading patients from disk (0: the
+    # rank itself reads them, enough for the demo's 32^3 cubes).
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
         # YAML reads "1e-3" as a string; numbers are coerced once, here.
@@ -117,6 +124,16 @@ class TrainConfig:
                 raise ValueError(
                     f"train.{name} must be one of {allowed}, got {getattr(self, name)!r}"
                 )
+        if (
+            isinstance(self.num_workers, bool)
+            or not isinstance(self.num_workers, int)
+            or self.num_workers < 0
+        ):
+            raise ValueError(
+                f"train.num_workers must be an integer >= 0, got {self.num_workers!r}"
+            )
+        if self.steps_per_epoch is not None:
+            positive_int("steps_per_epoch")
         if self.dist_timeout_s <= 0:
             raise ValueError(
                 f"train.dist_timeout_s must be > 0, got {self.dist_timeout_s!r}"

@@ -1,12 +1,20 @@
-"""The training data: (selected DRR views, target volume in [0, 1]) per patient."""
+"""The training data: (selected DRR views, target volume in [0, 1]) per patient.
+
+Patients are read one at a time, when a sample is asked for: a rank holds
+loaders (a file path and a reader, a few hundred bytes a patient), never the
+data set, so its memory does not grow with the number of patients. The OS
+page cache keeps re-reads cheap; DataLoader workers overlap them with compute.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
@@ -18,20 +26,34 @@ from ct_pipeline.training.augment import (
     sample_generator,
 )
 
+T = TypeVar("T")
+
+
+def load_one(value: T | Callable[[], T]) -> T:
+    """A value, or a loader of one (Kedro partitions come as loaders), loaded.
+
+    Typed loosely on purpose: a type checker cannot tell a loader from a value
+    that is itself callable.
+    """
+    return value() if callable(value) else value
+
 
 class ReconstructionDataset(Dataset):
     """Samples (views (V, H, W) float32, target (1, D, D, D) float32) per patient.
 
-    Patients are taken in sorted id order so that a seeded sampler sees the
-    same index -> patient mapping on every rank and in every run. Every
-    patient must share the detector geometry and the volume grid size, since
-    the model is built for one of each.
+    ``volumes`` and ``drr_sets`` map patient ids to values or to picklable
+    loaders of them; a sample loads its patient when asked. Patients are taken
+    in sorted id order so that a seeded sampler sees the same index -> patient
+    mapping on every rank and in every run. Every patient must share the
+    detector geometry and the volume grid of the first one, since the model is
+    built for one of each: ``check_all`` verifies that up front (streaming),
+    and every sample checks its own patient again.
     """
 
     def __init__(
         self,
-        volumes: Mapping[str, CTVolume],
-        drr_sets: Mapping[str, DRRSet],
+        volumes: Mapping[str, Any],
+        drr_sets: Mapping[str, Any],
         patient_ids: Sequence[str],
         angles_deg: Sequence[float],
         hu_window: Sequence[float] = HU_WINDOW,
@@ -48,54 +70,45 @@ class ReconstructionDataset(Dataset):
             raise ValueError(f"patients without a volume or a DRR set: {missing}")
         self.angles_deg = [float(a) for a in angles_deg]
         self.hu_window = (float(hu_window[0]), float(hu_window[1]))
+        self._volumes = {p: volumes[p] for p in self.patient_ids}
+        self._drr_sets = {p: drr_sets[p] for p in self.patient_ids}
 
         first = self.patient_ids[0]
-        self.geometry: Geometry = drr_sets[first].geometry
-        self.volume_shape = volumes[first].hu.shape
-        self.spacing_mm = volumes[first].spacing_mm
-        for pid in self.patient_ids:
-            if drr_sets[pid].geometry != self.geometry:
-                raise ValueError(
-                    f"patient {pid} geometry {drr_sets[pid].geometry} differs from {first}'s {self.geometry}"
-                )
-            if volumes[pid].hu.shape != self.volume_shape:
-                raise ValueError(
-                    f"patient {pid} volume shape {volumes[pid].hu.shape} differs from {first}'s {self.volume_shape}"
-                )
+        volume, drr = self._load(first)
+        self.geometry: Geometry = drr.geometry
+        self.volume_shape = volume.hu.shape
+        self.spacing_mm = volume.spacing_mm
+        self.mu_water_per_mm = drr.mu_water_per_mm
         if len(set(self.volume_shape)) != 1:
             raise ValueError(f"volumes must be cubes, got shape {self.volume_shape}")
         if not np.allclose(self.spacing_mm, self.spacing_mm[0], rtol=1e-4):
             raise ValueError(
                 f"volumes must have isotropic spacing, got {self.spacing_mm} mm"
             )
-
+        self._check(first, volume, drr)
         self.augmentation = augmentation or Augmentation()
         self.seed, self.epoch = seed, 0
-        self.mu_water_per_mm = drr_sets[first].mu_water_per_mm
-        # Augmentation re-renders moved cubes from HU; it keeps them.
-        self._hu = (
-            [
-                torch.from_numpy(np.asarray(volumes[p].hu, dtype=np.float32))
-                for p in self.patient_ids
-            ]
-            if self.augmentation.enabled
-            else []
-        )
-        # Select and convert once: the sets are small and every epoch reuses them.
-        self._views = [
-            torch.from_numpy(
-                np.ascontiguousarray(
-                    drr_sets[p].select(self.angles_deg).projections, dtype=np.float32
-                )
+
+    def _load(self, patient: str) -> tuple[CTVolume, DRRSet]:
+        return load_one(self._volumes[patient]), load_one(self._drr_sets[patient])
+
+    def _check(self, patient: str, volume: CTVolume, drr: DRRSet) -> None:
+        if drr.geometry != self.geometry:
+            raise ValueError(
+                f"patient {patient} geometry {drr.geometry} differs from "
+                f"{self.patient_ids[0]}'s {self.geometry}"
             )
-            for p in self.patient_ids
-        ]
-        self._targets = [
-            torch.from_numpy(
-                np.asarray(to_unit(volumes[p].hu, self.hu_window), dtype=np.float32)
-            )[None]
-            for p in self.patient_ids
-        ]
+        if volume.hu.shape != self.volume_shape:
+            raise ValueError(
+                f"patient {patient} volume shape {volume.hu.shape} differs from "
+                f"{self.patient_ids[0]}'s {self.volume_shape}"
+            )
+        drr.select(self.angles_deg)  # raises, naming the view, if one was not rendered
+
+    def check_all(self, desc: str = "check patients") -> None:
+        """Read every patient once, one at a time, and check it (before training starts)."""
+        for patient in tqdm(self.patient_ids, desc=desc, unit="patient"):
+            self._check(patient, *self._load(patient))
 
     @property
     def volume_size(self) -> int:
@@ -116,10 +129,17 @@ class ReconstructionDataset(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        patient = self.patient_ids[index]
+        volume, drr = self._load(patient)
+        self._check(patient, volume, drr)
         if not self.augmentation.enabled:
-            return self._views[index], self._targets[index]
-        views, moved = augmented_sample(
-            self._hu[index],
+            views = np.ascontiguousarray(
+                drr.select(self.angles_deg).projections, dtype=np.float32
+            )
+            target = np.asarray(to_unit(volume.hu, self.hu_window), dtype=np.float32)
+            return torch.from_numpy(views), torch.from_numpy(target)[None]
+        views_t, moved = augmented_sample(
+            torch.from_numpy(np.asarray(volume.hu, dtype=np.float32)),
             self.voxel_mm,
             self.geometry,
             self.angles_deg,
@@ -127,4 +147,4 @@ class ReconstructionDataset(Dataset):
             self.augmentation,
             sample_generator(self.seed, self.epoch, index),
         )
-        return views, to_unit(moved, self.hu_window)[None]
+        return views_t, to_unit(moved, self.hu_window)[None]

@@ -14,15 +14,16 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.multiprocessing as mp
 
-from ct_pipeline.ct.volume import CTVolume
-from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.training.checkpoint import load_checkpoint
 from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.data import ReconstructionDataset
 from ct_pipeline.training.sink import MetricSink
 from ct_pipeline.training.worker import (
     RESULT_FILE,
@@ -48,8 +49,8 @@ def free_port() -> int:
 
 
 def train_model(
-    volumes: dict[str, CTVolume],
-    drr_sets: dict[str, DRRSet],
+    volumes: Mapping[str, Any],
+    drr_sets: Mapping[str, Any],
     split: dict[str, list[str]],
     config: TrainConfig,
     sink: MetricSink | None = None,
@@ -57,6 +58,11 @@ def train_model(
     loss_factory: LossFactory = build_loss_from_config,
 ) -> TrainResult:
     """Train on ``split["train"]``, validate on ``split["val"]``; returns rank 0's result.
+
+    ``volumes`` and ``drr_sets`` map patient ids to picklable loaders (Kedro's
+    partitions) or to values; ranks read patients as they need them. Every
+    patient is read and checked once here, one at a time, before any rank
+    starts or anything is written.
 
     ``model_factory(config, geometry, volume_size, spacing_mm)`` and
     ``loss_factory(config)`` default to build_model / ReconstructionLoss; they
@@ -71,6 +77,10 @@ def train_model(
     device = config.resolve_device()
     backend = config.resolve_backend(device)
     config.resolve_amp(device)
+    for name in ("train", "val"):
+        ReconstructionDataset(
+            volumes, drr_sets, split[name], config.angles, config.hu_window
+        ).check_all(desc=f"check {name} patients")
     job = TrainJob(
         dict(volumes),
         dict(drr_sets),

@@ -29,8 +29,6 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ct_pipeline.ct.volume import CTVolume
-from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.metrics import psnr_3d, ssim_3d
 from ct_pipeline.training.augment import Augmentation
@@ -81,10 +79,14 @@ def build_loss_from_config(config: TrainConfig) -> nn.Module:
 
 @dataclass
 class TrainJob:
-    """Everything a rank needs; picklable, so mp.spawn can hand it to each worker."""
+    """Everything a rank needs; picklable, so mp.spawn can hand it to each worker.
 
-    volumes: dict[str, CTVolume]
-    drr_sets: dict[str, DRRSet]
+    ``volumes`` and ``drr_sets`` map patient ids to loaders (or, in tests and
+    in-process studies, values): a rank reads a patient when it needs it.
+    """
+
+    volumes: Mapping[str, Any]
+    drr_sets: Mapping[str, Any]
     split: dict[str, list[str]]
     config: TrainConfig
     sink: MetricSink | None = None
@@ -260,8 +262,15 @@ def run_training(
     sampler: DistributedSampler[tuple[torch.Tensor, torch.Tensor]] = DistributedSampler(
         train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed
     )
+    # Workers are started afresh each epoch (not persistent), so they see the
+    # epoch set on the data set, which seeds its augmentation.
     loader = DataLoader(
-        train_set, batch_size=config.batch_size_per_device, sampler=sampler
+        train_set,
+        batch_size=config.batch_size_per_device,
+        sampler=sampler,
+        num_workers=config.num_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=2 if config.num_workers else None,
     )
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank and run
@@ -273,6 +282,10 @@ def run_training(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     micro_per_epoch = len(loader)
+    if config.steps_per_epoch is not None:
+        micro_per_epoch = min(
+            micro_per_epoch, config.steps_per_epoch * config.grad_accum_steps
+        )
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum_steps)
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     scheduler = LambdaLR(
@@ -321,11 +334,14 @@ def run_training(
         )
         bar = tqdm(
             loader,
+            total=micro_per_epoch,
             desc=f"epoch {epoch}/{config.epochs}",
             disable=not is_main,
             leave=False,
         )
         for micro, (views, target) in enumerate(bar):
+            if micro == micro_per_epoch:
+                break
             group_start = micro - micro % config.grad_accum_steps
             group_size = min(config.grad_accum_steps, micro_per_epoch - group_start)
             final_micro = micro == group_start + group_size - 1
@@ -392,7 +408,11 @@ def run_training(
             {
                 "lr": last_lr,
                 "train/samples_per_s": samples / elapsed,
-                "peak_memory_mb": peak_memory_mb(device),
+                # The largest rank's: memory per rank is what must fit.
+                "peak_memory_mb": _all_reduce(
+                    torch.tensor(peak_memory_mb(device), device=device),
+                    dist.ReduceOp.MAX,
+                ).item(),
             }
         )
         improved = False

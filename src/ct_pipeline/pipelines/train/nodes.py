@@ -7,7 +7,7 @@ from typing import Any
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet
-from ct_pipeline.pipelines.partitions import load_partitions
+from ct_pipeline.pipelines.partitions import load_one
 from ct_pipeline.training import TrainConfig, split_patients, train_model
 from ct_pipeline.training.bundle import trained_bundle
 from ct_pipeline.training.sink import MetricSink
@@ -34,17 +34,13 @@ def train_reconstructor(
     """
     config = TrainConfig.from_params(params)
     wanted = set(patient_split["train"]) | set(patient_split["val"])
-    volumes: dict[str, CTVolume] = load_partitions(
-        {k: v for k, v in preprocessed_ct.items() if k in wanted}, desc="load volumes"
-    )
-    drrs: dict[str, DRRSet] = load_partitions(
-        {k: v for k, v in drr_sets.items() if k in wanted}, desc="load DRR sets"
-    )
+    # The partitions' loaders (a path each), never the arrays: every rank
+    # reads its patients from disk as it needs them.
+    volumes = {k: v for k, v in preprocessed_ct.items() if k in wanted}
+    drrs = {k: v for k, v in drr_sets.items() if k in wanted}
     result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
-    bundle = trained_bundle(
-        result,
-        config,
-        next(iter(volumes.values())),
-        next(iter(drrs.values())).geometry,
-    )
+    first = min(patient_split["train"])
+    volume: CTVolume = load_one(volumes[first])
+    drr: DRRSet = load_one(drrs[first])
+    bundle = trained_bundle(result, config, volume, drr.geometry)
     return bundle, result.history
