@@ -1,10 +1,24 @@
 """The torchrun path: same worker, process group from the environment (env://)."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-from ct_pipeline.pipelines.torchrun import main, run_under_torchrun
+from ct_pipeline.pipelines.torchrun import (
+    SUMMARY,
+    load_catalogued_inputs,
+    main,
+    run_under_torchrun,
+)
+from ct_pipeline.training import TrainConfig, train_model
+from ct_pipeline.training.checkpoint import load_checkpoint
 from ct_pipeline.training.loop import free_port
+from ct_pipeline.training.worker import build_model_from_config
 from training_fixtures import make_config, make_patients
 
 
@@ -31,3 +45,70 @@ def test_cli_documents_itself(capsys):
         main(["--help"])
     assert done.value.code == 0
     assert "torchrun --nnodes 2" in capsys.readouterr().out
+
+
+def test_two_torchrun_nodes_train_the_single_process_weights(tiny_project, tmp_path):
+    """Two ``torchrun --nnodes 2`` agents (c10d rendezvous on localhost, gloo),
+    one rank each, against one process with the same global batch (2)."""
+    port = free_port()
+    per_rank = "train.batch_size_per_device=1;train.steps_per_epoch=1;train.device=cpu"
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run"),
+        *("--nnodes=2", "--nproc-per-node=1", "--max-restarts=0"),
+        *("--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"),
+        *("--rdzv-id=two-nodes", "-m", "ct_pipeline.pipelines.torchrun"),
+        *("--project-path", str(tiny_project.path), "--env", "local"),
+        *("--params", f"{per_rank};train.checkpoint_dir={tmp_path / 'nodes'}"),
+    ]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            command,
+            cwd=tiny_project.path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    for node, output in zip(nodes, outputs, strict=True):
+        assert node.returncode == 0, output[-3000:]
+    summaries = list((tmp_path / "nodes").rglob(SUMMARY))
+    assert len(summaries) == 1  # rank 0 alone writes
+    summary = json.loads(summaries[0].read_text())
+    assert summary["world_size"] == 2
+    assert summary["max_rank_weight_diff"] == 0.0  # the ranks ended in step
+
+    volumes, drr_sets, split, params = load_catalogued_inputs(
+        tiny_project.path,
+        "local",
+        {"train": {"steps_per_epoch": 1, "device": "cpu"}},
+    )
+    single = TrainConfig.from_params(params).replace(
+        batch_size_per_device=2, checkpoint_dir=str(tmp_path / "single")
+    )
+    threads = torch.get_num_threads()
+    try:
+        expected = train_model(volumes, drr_sets, split, single)
+    finally:
+        torch.set_num_threads(threads)
+    nodes_last = load_checkpoint(Path(summary["checkpoints"]["last"]))
+    single_last = load_checkpoint(expected.checkpoint_paths["last"])
+    assert [h["epoch"] for h in nodes_last["history"]] == [1, 2]
+    first = split["train"][0]
+    torch.manual_seed(single.seed)
+    cube = volumes[first]()
+    initial = build_model_from_config(
+        single, drr_sets[first]().geometry, cube.hu.shape[0], cube.spacing_mm[0]
+    ).state_dict()
+    moved = max(
+        (w - initial[k]).abs().max().item() for k, w in single_last["model"].items()
+    )
+    assert moved > 1e-3  # training moved the weights far beyond the tolerance below
+    for name, weight in single_last["model"].items():
+        # Gloo sums the two ranks' gradients in another order than one process.
+        torch.testing.assert_close(
+            nodes_last["model"][name], weight, rtol=1e-3, atol=1e-4
+        )

@@ -37,6 +37,7 @@ from ct_pipeline.evaluation.study import (
     views_figure,
     views_variants,
 )
+from ct_pipeline.pipelines.runtime_params import parse_runtime_params
 from ct_pipeline.training import TrainConfig, split_patients
 
 logger = logging.getLogger(__name__)
@@ -184,21 +185,6 @@ def _run_one(
     return row
 
 
-def _parse_params(text: str | None) -> dict[str, Any]:
-    """``"study.seeds=[0],train.epochs=3"`` -> nested runtime params (YAML values)."""
-    import yaml
-
-    params: dict[str, Any] = {}
-    for item in filter(None, (text or "").split(";")):
-        key, _, value = item.partition("=")
-        node = params
-        *parents, leaf = key.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return params
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project-path", type=Path, default=Path.cwd())
@@ -211,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
-    run_study(args.project_path.resolve(), args.env, _parse_params(args.params))
+    run_study(args.project_path.resolve(), args.env, parse_runtime_params(args.params))
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Run ``kedro run --pipeline drr``
         --project-path . --env base
 
 Rank 0 writes checkpoints under ``train.checkpoint_dir`` (``best.pt`` holds the
-best weights) and, given ``--mlflow-run-id``, logs into that MLflow run.
+best weights, ``torchrun_summary.json`` the best score and whether the ranks
+ended in step) and, given ``--mlflow-run-id``, logs into that MLflow run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
@@ -24,7 +26,9 @@ from typing import Any
 
 import torch
 
+from ct_pipeline.atomic import atomic_path
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
+from ct_pipeline.pipelines.runtime_params import parse_runtime_params
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.worker import (
     TrainJob,
@@ -34,17 +38,21 @@ from ct_pipeline.training.worker import (
 )
 
 logger = logging.getLogger(__name__)
+# Written by rank 0 beside last.pt when training ends.
+SUMMARY = "torchrun_summary.json"
 
 
 def load_catalogued_inputs(
-    project_path: Path, env: str | None
+    project_path: Path, env: str | None, extra_params: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]], dict[str, Any]]:
     """``preprocessed_ct`` and ``drr_sets`` (as loaders), ``patient_split`` and ``params:train``."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project_path)
-    with KedroSession.create(project_path=project_path, env=env) as session:
+    with KedroSession.create(
+        project_path=project_path, env=env, runtime_params=extra_params
+    ) as session:
         catalog = session.load_context().catalog  # type: ignore[attr-defined]
         split = catalog.load("patient_split")
         params = dict(catalog.load("params:train"))
@@ -83,6 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--project-path", type=Path, default=Path.cwd())
     parser.add_argument("--env", default=None, help="Kedro config environment")
+    parser.add_argument(
+        "--params",
+        default=None,
+        help='overrides separated by ";", e.g. "train.epochs=3;train.batch_size_per_device=1"',
+    )
     parser.add_argument("--mlflow-tracking-uri", default=None)
     parser.add_argument(
         "--mlflow-run-id", default=None, help="an existing run to log into (rank 0)"
@@ -91,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO)
 
     volumes, drr_sets, split, params = load_catalogued_inputs(
-        args.project_path.resolve(), args.env
+        args.project_path.resolve(), args.env, parse_runtime_params(args.params)
     )
     sink = None
     if args.mlflow_run_id:
@@ -101,12 +114,28 @@ def main(argv: list[str] | None = None) -> None:
         volumes, drr_sets, split, TrainConfig.from_params(params), sink
     )
     if result is not None:
+        summary = result.checkpoint_paths["last"].with_name(SUMMARY)
+        with atomic_path(summary) as tmp:
+            tmp.write_text(json.dumps(_summary(result), indent=2))
         logger.info(
-            "best val PSNR %.2f dB at epoch %d: %s",
+            "best val PSNR %.2f dB at epoch %d: %s (%s)",
             result.best_val_psnr,
             result.best_epoch,
             result.checkpoint_paths["best"],
+            summary,
         )
+
+
+def _summary(result: TrainResult) -> dict[str, Any]:
+    """What rank 0 knows at the end, for scripts (torchrun returns no value)."""
+    return {
+        "world_size": int(os.environ["WORLD_SIZE"]),
+        "best_val_psnr": result.best_val_psnr,
+        "best_epoch": result.best_epoch,
+        "start_epoch": result.start_epoch,
+        "max_rank_weight_diff": result.max_rank_weight_diff,
+        "checkpoints": {k: str(v) for k, v in result.checkpoint_paths.items()},
+    }
 
 
 if __name__ == "__main__":
