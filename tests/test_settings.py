@@ -30,3 +30,24 @@ def test_a_partial_local_block_and_runtime_params_keep_base_siblings(tmp_path: P
     assert params["train"]["epochs"] == 3  # local
     assert params["train"]["lr"] == 0.01  # runtime
     assert params["train"]["seed"] == 0  # base, under both
+
+
+def test_the_gpu_environment_is_a_valid_medical_setup(tmp_path: Path):
+    """`kedro run --env gpu` passes every parameter check and names the medical config."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from ct_pipeline.pipelines.checks import check_parameters
+    from ct_pipeline.training import TrainConfig
+
+    shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")
+    shutil.copy2(REPO_ROOT / "pyproject.toml", tmp_path)
+    (tmp_path / "src").mkdir()
+    bootstrap_project(tmp_path)
+    with KedroSession.create(project_path=tmp_path, env="gpu") as session:
+        params = session.load_context().params
+    check_parameters(params)
+    config = TrainConfig.from_params(params["train"])
+    assert (config.model, config.world_size, config.num_views) == ("medical", 4, 8)
+    assert params["preprocess"]["volume_size"] == 128
+    assert params["train"]["loss_weights"]["l1"] == 1.0  # the rest from base

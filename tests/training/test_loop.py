@@ -145,6 +145,29 @@ def test_steps_per_epoch_bounds_an_epoch(data, tmp_path):
         make_config(tmp_path, steps_per_epoch=0)
 
 
+@pytest.mark.parametrize(
+    "switch", ["activation_checkpointing", "compile"], ids=["checkpointing", "compile"]
+)
+def test_gpu_switches_compute_the_eager_loss(data, tmp_path, switch):
+    """The GPU switches on the CPU path: activation checkpointing, and
+    torch.compile (Inductor). One step an epoch: epoch 1's loss is the initial
+    weights'; later ones differ by float rounding amplified by Adam."""
+    volumes, drr_sets = data
+    changes = {"batch_size_per_device": 8, "warmup_epochs": 0.0}
+    eager = train_model(
+        volumes, drr_sets, SPLIT, make_config(tmp_path / "e", **changes)
+    )
+    switched = make_config(tmp_path / "s", **{switch: True}, **changes)
+    fast = train_model(volumes, drr_sets, SPLIT, switched)
+    assert fast.history[0]["train/loss"] == pytest.approx(
+        eager.history[0]["train/loss"], rel=1e-5
+    )
+    assert fast.history[1]["train/loss"] == pytest.approx(
+        eager.history[1]["train/loss"], rel=1e-2
+    )
+    assert fast.best_state_dict.keys() == eager.best_state_dict.keys()
+
+
 def test_gradient_accumulation_matches_the_full_batch(data, tmp_path):
     volumes, drr_sets = data
     full = train_model(

@@ -69,7 +69,7 @@ class CrossViewAttention(nn.Module):
             raise ValueError(
                 f"expected angles_deg of shape ({v},), got {tuple(angles_deg.shape)}"
             )
-        theta = torch.deg2rad(angles_deg.to(x.dtype))
+        theta = torch.deg2rad(angles_deg.to(x))
         angle_code = torch.stack(
             [theta.sin(), theta.cos(), (2 * theta).sin(), (2 * theta).cos()], dim=-1
         )

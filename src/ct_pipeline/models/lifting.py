@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ct_pipeline.drr.geometry import Geometry, project_points
 
@@ -106,6 +107,10 @@ class GeometricLifting(nn.Module):
         fused_in = in_channels * (2 if num_views is None else num_views)
         self.fuse = nn.Conv3d(fused_in, out_channels, 1)
         self.grid = SamplingGrids(geometry, size, spacing_mm)
+        # None: all voxels at once. A number: that many voxels at a time, each
+        # chunk recomputed in the backward pass (models/memory.py), so the
+        # per-view samples (V x C x N floats, GBs at 128^3) never exist whole.
+        self.chunk_voxels: int | None = None
 
     def forward(self, features: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
         b, v = features.shape[:2]
@@ -113,14 +118,28 @@ class GeometricLifting(nn.Module):
             raise ValueError(
                 f"this lifting concatenates {self.num_views} views, got {v}"
             )
-        samples = sample_views(
-            features, self.grid(angles_deg, features.device)
-        )  # (B, V, C, N)
-        if self.num_views is None:
-            fused = torch.cat(
-                [samples.mean(dim=1), samples.amax(dim=1)], dim=1
-            )  # (B, 2C, N)
-        else:
-            fused = samples.reshape(b, -1, samples.shape[-1])  # (B, V C, N)
+        grid = self.grid(angles_deg, features.device)  # (V, N, 2)
+        voxels = grid.shape[1]
+        chunk = self.chunk_voxels or voxels
+        recompute = self.chunk_voxels is not None and torch.is_grad_enabled()
+        parts = [
+            checkpoint(
+                self._lift, features, grid[:, s : s + chunk], use_reentrant=False
+            )
+            if recompute
+            else self._lift(features, grid[:, s : s + chunk])
+            for s in range(0, voxels, chunk)
+        ]
+        fused = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
         n = self.size
-        return self.fuse(fused.view(fused.shape[0], -1, n, n, n))
+        return fused.view(b, -1, n, n, n)
+
+    def _lift(self, features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """Sampled and fused features (B, C_out, N) of the voxels whose grid is given."""
+        samples = sample_views(features, grid)  # (B, V, C, N)
+        if self.num_views is None:
+            stacked = torch.cat([samples.mean(dim=1), samples.amax(dim=1)], dim=1)
+        else:
+            stacked = samples.reshape(samples.shape[0], -1, samples.shape[-1])
+        weight = self.fuse.weight
+        return F.conv1d(stacked, weight.view(*weight.shape[:2], 1), self.fuse.bias)

@@ -34,6 +34,8 @@ NON_IDENTITY_FIELDS = (
     "backend",
     "dist_timeout_s",
     "num_workers",
+    "activation_checkpointing",
+    "compile",
 )
 
 
@@ -78,6 +80,11 @@ class TrainConfig:
     # DataLoader worker processes per rank reading patients from disk (0: the
     # rank itself reads them, enough for the demo's 32^3 cubes).
     num_workers: int = 0
+    # Memory and speed switches for GPUs; neither changes the numbers (tested).
+    # Chunked, recomputed lifting and U-Net blocks (models/memory.py).
+    activation_checkpointing: bool = False
+    # torch.compile the network (Inductor; CPU needs a C compiler).
+    compile: bool = False
 
     def __post_init__(self) -> None:
         # YAML reads "1e-3" as a string; numbers are coerced once, here.
@@ -132,6 +139,11 @@ class TrainConfig:
             raise ValueError(
                 f"train.num_workers must be an integer >= 0, got {self.num_workers!r}"
             )
+        for name in ("activation_checkpointing", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"train.{name} must be true or false, got {getattr(self, name)!r}"
+                )
         if self.steps_per_epoch is not None:
             positive_int("steps_per_epoch")
         if self.dist_timeout_s <= 0:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.metrics import psnr_3d, ssim_3d
+from ct_pipeline.models.memory import enable_activation_checkpointing
 from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.checkpoint import (
     BEST,
@@ -277,6 +278,8 @@ def run_training(
     model = job.model_factory(
         config, train_set.geometry, train_set.volume_size, train_set.voxel_mm
     ).to(device)
+    if config.activation_checkpointing:
+        enable_activation_checkpointing(model)
     loss_fn = job.loss_factory(config).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -310,10 +313,16 @@ def run_training(
         start_epoch = checkpoint["epoch"] + 1
         continued_run = checkpoint.get("tracking_run_id")
     module = model
+    ddp = None
     if distributed:
-        model = DistributedDataParallel(
+        ddp = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+        model = ddp
+    if config.compile:
+        # Around DDP, so that its graph breaks at the gradient buckets; the
+        # weights stay those of ``module`` (saved, validated, returned).
+        model = cast(nn.Module, torch.compile(model))
     this_run = getattr(job.sink, "run_id", None)
     if is_main and job.sink is not None:
         job.sink.log_params(config.flat_params())
@@ -352,9 +361,7 @@ def run_training(
             )
             # Gradients are all-reduced only on the micro-step that ends an accumulation group.
             sync = (
-                cast(DistributedDataParallel, model).no_sync()
-                if distributed and not final_micro
-                else nullcontext()
+                ddp.no_sync() if ddp is not None and not final_micro else nullcontext()
             )
             with sync:
                 with autocast():
