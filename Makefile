@@ -57,9 +57,15 @@ mlflow-ui: install
 # pulls torchvision, which does not import beside the CPU torch: install the
 # modules its renderer imports, without their dependencies.
 DIFFDRR := diffdrr==0.6.1 fastcore einops kornia kornia_rs torchio simpleitk humanize deprecated wrapt jaxtyping wadler_lindig
+# nanodrr (the second peer renderer), likewise --no-deps so that pip installs
+# only what its renderer imports and never touches torch: of its requirements
+# torchio and jaxtyping come with DIFFDRR, roma and platformdirs are here
+# (with deps pip would add typer and shellingham, for torchio's CLI only).
+NANODRR := nanodrr==0.1.7 roma platformdirs
 
 bench: install
 	$(BIN)/pip install -q -c $(VENV)/constraints.txt --no-deps $(DIFFDRR)
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt --no-deps $(NANODRR)
 	$(BIN)/python benchmarks/bench_drr.py
 	$(BIN)/python benchmarks/bench_models.py
 	$(BIN)/python benchmarks/bench_training.py

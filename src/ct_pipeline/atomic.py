@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +69,34 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def replaced_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder that replaces the folder ``path`` on success.
+
+    For datasets written whole (a folder of one file per patient): a run that
+    fails or is killed half-way leaves the previous folder complete and
+    untouched, never a mix of old and new files. The staging folder is
+    hidden beside ``path`` (a reader of ``path`` never sees it). The old
+    folder's hidden files (``.gitkeep``) are carried over. The swap is two
+    renames, old folder aside and new folder in; the old one is then removed.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent)
+    )
+    try:
+        yield staging
+        if target.is_dir():
+            for hidden in target.glob(".*"):
+                if not (staging / hidden.name).exists():
+                    os.replace(hidden, staging / hidden.name)
+        old = target.parent / f".{target.name}.old-{staging.name[-8:]}"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -3,6 +3,7 @@ files, and the MLflow connectors (metric sink, run tags, figure folders)."""
 
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.datasets.files import PngDataset, TorchDataset
+from ct_pipeline.datasets.folder import PatientFolderDataset
 from ct_pipeline.datasets.nifti import CTFolderDataset
 from ct_pipeline.datasets.tracking import (
     MetricSinkDataset,
@@ -17,6 +18,7 @@ __all__ = [
     "MlflowFiguresDataset",
     "MlflowRunsDataset",
     "MlflowTagsDataset",
+    "PatientFolderDataset",
     "PngDataset",
     "CTFolderDataset",
     "TorchDataset",

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
+from tqdm.auto import tqdm
 
+from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.ct import CTVolume, load_ct, save_ct
 
 logger = logging.getLogger(__name__)
@@ -39,8 +41,8 @@ class CTFolderDataset(
     (``.gitkeep``) are ignored and an empty or missing folder loads as ``{}``
     (PartitionedDataset refuses it, yet "no phantoms because real CTs exist"
     is a normal state). Saving writes ``<patient>.nii.gz`` per entry (a
-    CTVolume or a loader of one), atomically, and removes the folder's other
-    NIfTI files so no stale patient survives a rerun. ``read_only`` folders
+    CTVolume or a loader of one, so a node can stream) into a staging folder
+    that replaces the folder once all are written. ``read_only`` folders
     (raw input) refuse to be written.
     """
 
@@ -80,16 +82,19 @@ class CTFolderDataset(
             raise DatasetError(
                 f"{self._path} is input: the pipeline never writes to it"
             )
-        self._path.mkdir(parents=True, exist_ok=True)
-        keep = {f"{patient}.nii.gz" for patient in data}
-        for patient, volume in data.items():
-            save_ct(
-                volume() if callable(volume) else volume,
-                self._path / f"{patient}.nii.gz",
-            )
-        for stale in self._path.iterdir():
-            if stale.name.endswith(NIFTI_SUFFIXES) and stale.name not in keep:
-                stale.unlink()
+        # Written whole into a staging folder that replaces the old one at the
+        # end: an interrupted run keeps the previous CTs, and no patient of an
+        # older run survives.
+        with replaced_folder(self._path) as staging:
+            # Lazy values are computed here, so this is where the work shows.
+            for patient in tqdm(
+                sorted(data), desc=f"write {self._path}", unit="patient"
+            ):
+                volume = data[patient]
+                save_ct(
+                    volume() if callable(volume) else volume,
+                    staging / f"{patient}.nii.gz",
+                )
 
     def _exists(self) -> bool:
         return self._path.is_dir()

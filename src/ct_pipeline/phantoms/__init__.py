@@ -6,6 +6,7 @@ from ct_pipeline.phantoms.chest import (
     chest_phantom,
     chest_phantom_with_labels,
     generate_phantoms,
+    phantom_loaders,
 )
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "chest_phantom",
     "chest_phantom_with_labels",
     "generate_phantoms",
+    "phantom_loaders",
 ]

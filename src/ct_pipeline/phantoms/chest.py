@@ -14,7 +14,9 @@ so the field and the voxel size are free parameters.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import IntEnum
+from functools import partial
 
 import numpy as np
 from scipy import ndimage
@@ -69,15 +71,27 @@ def chest_phantom(seed: int, size_vox: int = 96, spacing_mm: float = 4.0) -> CTV
     return chest_phantom_with_labels(seed, size_vox, spacing_mm)[0]
 
 
-def generate_phantoms(
+def phantom_loaders(
     n: int, seed: int, size_vox: int = 96, spacing_mm: float = 4.0
-) -> dict[str, CTVolume]:
-    """``n`` phantoms keyed "phantom_000", ...; patient i uses seed ``seed + i``."""
+) -> dict[str, Callable[[], CTVolume]]:
+    """``n`` phantoms keyed "phantom_000", ..., each made when called (patient i
+    uses seed ``seed + i``): a caller can stream any number of them."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     return {
-        f"phantom_{i:03d}": chest_phantom(seed + i, size_vox, spacing_mm)
-        for i in tqdm(range(n), desc="phantoms", disable=n < 8)
+        f"phantom_{i:03d}": partial(chest_phantom, seed + i, size_vox, spacing_mm)
+        for i in range(n)
+    }
+
+
+def generate_phantoms(
+    n: int, seed: int, size_vox: int = 96, spacing_mm: float = 4.0
+) -> dict[str, CTVolume]:
+    """The phantoms of ``phantom_loaders``, made now."""
+    loaders = phantom_loaders(n, seed, size_vox, spacing_mm)
+    return {
+        pid: make()
+        for pid, make in tqdm(loaders.items(), desc="phantoms", disable=n < 8)
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -13,23 +14,28 @@ from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.drr.projector import render_drrs
-from ct_pipeline.phantoms import generate_phantoms
-from ct_pipeline.pipelines.partitions import iter_partitions
+from ct_pipeline.phantoms import phantom_loaders
+from ct_pipeline.pipelines.partitions import load_one
 
 logger = logging.getLogger(__name__)
 
 
 def make_phantoms(
     raw_ct: Mapping[str, Callable[[], CTVolume]], params: dict[str, Any]
-) -> dict[str, CTVolume]:
-    """Procedural chest phantoms, only when the raw folder holds no CT."""
+) -> dict[str, Callable[[], CTVolume]]:
+    """Procedural chest phantoms, only when the raw folder holds no CT.
+
+    Lazy, like every node of this pipeline: it returns a maker per patient,
+    and the dataset computes and writes one patient at a time, so memory does
+    not grow with the number of patients.
+    """
     if raw_ct:
         logger.info(
             "Using %d CT(s) from the raw folder; no phantoms generated", len(raw_ct)
         )
         return {}
     logger.info("Raw folder is empty: generating %d chest phantoms", params["count"])
-    return generate_phantoms(
+    return phantom_loaders(
         n=params["count"],
         seed=params["seed"],
         size_vox=params["size_vox"],
@@ -37,37 +43,44 @@ def make_phantoms(
     )
 
 
+def _preprocessed(
+    patient: str, ct: Callable[[], CTVolume] | CTVolume, params: dict[str, Any]
+) -> CTVolume:
+    prepared = preprocess_ct(
+        load_one(ct),
+        target_spacing_mm=params["target_spacing_mm"],
+        volume_size=params["volume_size"],
+        body_threshold_hu=params["body_threshold_hu"],
+    )
+    threshold = params["body_threshold_hu"]
+    if not (prepared.hu > threshold).any():
+        # All-zero DRRs would be trained on as if they showed a patient.
+        raise ValueError(
+            f"no body in the cube of {patient} (no voxel above "
+            f"preprocess.body_threshold_hu = {threshold} HU after resampling to "
+            f"{params['volume_size']} voxels of {params['target_spacing_mm']} mm): "
+            "remove this CT or check its intensities and spacing; the previous "
+            "preprocessed CTs are kept"
+        )
+    return prepared
+
+
 def preprocess_volumes(
     raw_ct: Mapping[str, Callable[[], CTVolume]],
     phantom_ct: Mapping[str, Callable[[], CTVolume]],
     params: dict[str, Any],
-) -> tuple[dict[str, CTVolume], dict[str, Any]]:
-    """Resample every CT to the isotropic cube the network sees."""
+) -> tuple[dict[str, Callable[[], CTVolume]], dict[str, Any]]:
+    """Resample every CT to the isotropic cube the network sees (lazily, per patient)."""
     source = "raw" if raw_ct else "phantom"
     volumes = raw_ct if raw_ct else phantom_ct
     if not volumes:
         raise ValueError(
             "no CT to preprocess: the raw folder is empty and no phantoms were made"
         )
-    prepared = {
-        patient: preprocess_ct(
-            ct,
-            target_spacing_mm=params["target_spacing_mm"],
-            volume_size=params["volume_size"],
-            body_threshold_hu=params["body_threshold_hu"],
-        )
-        for patient, ct in iter_partitions(volumes, desc="preprocess CT")
+    prepared: dict[str, Callable[[], CTVolume]] = {
+        patient: partial(_preprocessed, patient, volumes[patient], params)
+        for patient in sorted(volumes)
     }
-    threshold = params["body_threshold_hu"]
-    empty = [p for p, ct in prepared.items() if not (ct.hu > threshold).any()]
-    if empty:
-        # All-zero DRRs would be trained on as if they showed a patient.
-        raise ValueError(
-            f"no body in the cube of {empty} (no voxel above "
-            f"preprocess.body_threshold_hu = {threshold} HU after resampling to "
-            f"{params['volume_size']} voxels of {params['target_spacing_mm']} mm): "
-            "remove these CTs or check their intensities and spacing"
-        )
     return prepared, {"source": source, "patients": sorted(prepared)}
 
 
@@ -77,31 +90,44 @@ def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
     return geometry, resolve_angles(params.get("num_views"), params.get("angles_deg"))
 
 
+def _rendered(ct: Callable[[], CTVolume] | CTVolume, params: dict[str, Any]) -> DRRSet:
+    volume = load_one(ct)
+    geometry, angles = drr_geometry(params)
+    projections = render_drrs(
+        volume, geometry, angles, mu_water_per_mm=params["mu_water_per_mm"]
+    )
+    return DRRSet(
+        projections=projections,
+        angles_deg=np.asarray(angles, dtype=np.float64),
+        geometry=geometry,
+        isocentre_mm=volume.centre_mm,
+        mu_water_per_mm=float(params["mu_water_per_mm"]),
+    )
+
+
 def render_drr_sets(
     preprocessed_ct: Mapping[str, Callable[[], CTVolume]], params: dict[str, Any]
-) -> dict[str, DRRSet]:
-    """Cone-beam (or parallel) line-integral DRRs of every patient."""
-    geometry, angles = drr_geometry(params)
-    drr_sets = {}
-    for patient, ct in iter_partitions(preprocessed_ct, desc="render DRRs"):
-        projections = render_drrs(
-            ct, geometry, angles, mu_water_per_mm=params["mu_water_per_mm"]
-        )
-        drr_sets[patient] = DRRSet(
-            projections=projections,
-            angles_deg=np.asarray(angles, dtype=np.float64),
-            geometry=geometry,
-            isocentre_mm=ct.centre_mm,
-            mu_water_per_mm=float(params["mu_water_per_mm"]),
-        )
-    return drr_sets
+) -> dict[str, Callable[[], DRRSet]]:
+    """Cone-beam (or parallel) line-integral DRRs of every patient (lazily, per patient)."""
+    drr_geometry(params)  # a bad geometry fails here, before any patient is read
+    return {
+        patient: partial(_rendered, preprocessed_ct[patient], params)
+        for patient in sorted(preprocessed_ct)
+    }
 
 
-def make_drr_previews(drr_sets: Mapping[str, Callable[[], DRRSet]]) -> dict[str, bytes]:
+def _preview(patient: str, drr: Callable[[], DRRSet] | DRRSet) -> bytes:
+    views = load_one(drr)
+    return preview_png_bytes(
+        views.projections, views.angles_deg.tolist(), title=patient
+    )
+
+
+def make_drr_previews(
+    drr_sets: Mapping[str, Callable[[], DRRSet]],
+) -> dict[str, Callable[[], bytes]]:
     """Radiograph-like PNG strips of every patient's views, for people to look at."""
     return {
-        patient: preview_png_bytes(
-            drr.projections, drr.angles_deg.tolist(), title=patient
-        )
-        for patient, drr in iter_partitions(drr_sets, desc="DRR previews")
+        patient: partial(_preview, patient, drr_sets[patient])
+        for patient in sorted(drr_sets)
     }
