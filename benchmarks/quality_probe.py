@@ -5,7 +5,7 @@ project's own data (``make run``'s phantoms), scored on its test split.
     python benchmarks/quality_probe.py --model bp_unet --views 8 --loss l1_ssim
 
 Reads data/03_primary/ct, data/04_feature/drr and data/05_model_input/patient_split.json
-(run ``kedro run --pipeline drr`` and ``--pipeline split`` first). AdamW, linear
+(run ``kedro run --pipelines drr`` and ``--pipelines split`` first). AdamW, linear
 warm-up then cosine decay over the time budget, batch 2, no augmentation. Prints
 one JSON line with the test means (the project's metric definitions).
 """

@@ -140,7 +140,7 @@ def inside(path: Path) -> Iterator[None]:
 
 
 def run_kedro(project: Path, pipeline_name: str | None = None) -> int:
-    """``kedro run [--pipeline NAME]`` in-process, in env local, from inside ``project``.
+    """``kedro run [--pipelines NAME]`` in-process, in env local, from inside ``project``.
 
     Returns how many MLflow runs the session left active in this process.
     Torch runs single-threaded: on two shared cores a second thread slows the

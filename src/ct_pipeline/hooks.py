@@ -26,6 +26,22 @@ class ParameterCheckHook:
         check_parameters(context.params)
 
 
+# Seconds between samples of CPU, memory (and GPU) use, logged as system/* metrics.
+SYSTEM_METRICS_INTERVAL_S = 5.0
+
+
+class SystemMetricsHook:
+    """Every MLflow run records CPU and memory use, and the GPUs' where NVIDIA's
+    management library is installed (``pip install -e ".[gpu]"``): MLflow's own
+    system-metrics logging, in place of watching ``nvidia-smi``."""
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+        mlflow.set_system_metrics_samples_before_logging(1)
+        mlflow.enable_system_metrics_logging()
+
+
 class RunSummaryHook:
     """Logs the MLflow run id, how to open the UI, and the picture folders."""
 

@@ -30,7 +30,13 @@ def make_bundle(
     spacing_mm: float,
     angles_deg: Sequence[float],
     hu_window: Sequence[float],
+    trained_in_run: str | None = None,
 ) -> dict[str, Any]:
+    """The weights with everything that rebuilds and labels them.
+
+    ``trained_in_run`` is the tracking run that trained them, if any: runs that
+    score or use the bundle later are tagged with it.
+    """
     return {
         "state_dict": dict(state_dict),
         "model": model,
@@ -40,6 +46,7 @@ def make_bundle(
         "spacing_mm": float(spacing_mm),
         "angles_deg": [float(a) for a in angles_deg],
         "hu_window": [float(v) for v in hu_window],
+        "trained_in_run": trained_in_run,
     }
 
 

@@ -1,6 +1,7 @@
 """Kedro project settings."""
 
 import os
+import warnings
 
 from kedro.config import OmegaConfigLoader
 
@@ -17,9 +18,21 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft"},
 }
 
+# Known warnings of the libraries, printed on every command and not ours to
+# fix: OmegaConf's resolver rename (called by Kedro and kedro-mlflow),
+# kedro-mlflow's pydantic v1 idioms and its pipeline model's untyped predict.
+for message in (
+    r"register_new_resolver\(\) is deprecated",
+    r".*Add type hints to the `predict` method",
+    r"Support for class-based `config` is deprecated",
+    r"Valid config keys have changed in V2",
+):
+    warnings.filterwarnings("ignore", message=message)
+
 from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
     ParameterCheckHook,
     RunSummaryHook,
+    SystemMetricsHook,
 )
 
-HOOKS = (ParameterCheckHook(), RunSummaryHook())
+HOOKS = (ParameterCheckHook(), SystemMetricsHook(), RunSummaryHook())

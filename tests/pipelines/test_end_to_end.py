@@ -1,5 +1,5 @@
 """The whole project on a tiny phantom set: ``kedro run`` (drr + train + evaluate),
-then ``kedro run --pipeline predict``, checked through the files and the MLflow run.
+then ``kedro run --pipelines predict``, checked through the files and the MLflow run.
 
 The run itself happens once, in the session fixture ``tiny_project`` (conftest.py).
 """
@@ -50,8 +50,10 @@ def mlflow_run(tiny_project: Any):
     conf = yaml.safe_load((tiny_project.path / "conf/base/mlflow.yml").read_text())
     experiment = client.get_experiment_by_name(conf["tracking"]["experiment"]["name"])
     assert experiment is not None
+    train = tiny_project.params["train"]
+    name = f"{train['model']}-{train['num_views']}v"  # the run says what it trained
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string="tags.mlflow.runName = '__default__'"
+        [experiment.experiment_id], filter_string=f"tags.mlflow.runName = '{name}'"
     )
     assert len(runs) == 1, [r.info.run_name for r in runs]
     return client, runs[0]
@@ -159,6 +161,29 @@ def test_mlflow_run_is_tagged(tiny_project, mlflow_run):
         tiny_project.params["train"]["num_views"]
     )
     assert tags["ct_pipeline.data_source"] == "phantom"
+    assert int(tags["n_parameters"]) > 1000
+    assert tags["ct_pipeline.trained_in_run"] == run.info.run_id
+
+
+def test_mlflow_run_records_the_data_it_trained_on(tiny_project, mlflow_run):
+    """Read from the DRR sets and CTs, so runs on other data differ in Compare."""
+    _, run = mlflow_run
+    params, config = run.data.params, tiny_project.params
+    geometry = config["drr"]["geometry"]
+    assert params["data.volume_size"] == str(config["preprocess"]["volume_size"])
+    assert params["data.geometry.detector_px"] == str(geometry["detector_px"])
+    assert float(params["data.geometry.pixel_mm"]) == geometry["pixel_mm"]
+    assert params["data.source"] == "phantom"
+    assert (
+        len(params["data.rendered_angles_deg"].split(",")) == config["drr"]["num_views"]
+    )
+    assert int(params["data.patients.train"]) == len(_split(tiny_project)["train"])
+
+
+def test_mlflow_run_has_system_metrics(mlflow_run):
+    _, run = mlflow_run
+    assert "system/cpu_utilization_percentage" in run.data.metrics
+    assert "system/system_memory_usage_megabytes" in run.data.metrics
 
 
 def test_mlflow_run_holds_reports_and_figures(tiny_project, mlflow_run):

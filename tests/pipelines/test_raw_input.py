@@ -1,4 +1,4 @@
-"""``kedro run --pipeline drr`` on CTs dropped into data/01_raw of a tiny project:
+"""``kedro run --pipelines drr`` on CTs dropped into data/01_raw of a tiny project:
 a real CT replaces the phantoms, a broken one stops the run naming the file."""
 
 from __future__ import annotations

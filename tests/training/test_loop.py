@@ -307,3 +307,18 @@ def _grid(data):
 def test_history_values_are_finite(ddp_and_single):
     for record in ddp_and_single["single"].history:
         assert all(math.isfinite(v) for v in record.values())
+
+
+def test_epoch_line_is_one_readable_line():
+    from ct_pipeline.training.worker import epoch_line
+
+    record = {
+        "epoch": 3,
+        "train/loss": 0.123456,
+        "val/psnr_3d": 28.314,
+        "val/ssim_3d": 0.9123,
+        "train/samples_per_s": 12.34,
+    }
+    assert epoch_line(record, 45, 28.314, 3) == (
+        "epoch 3/45  loss 0.1235  val 28.31 dB / SSIM 0.912  best 28.31 dB (3)  12.3 samples/s"
+    )

@@ -10,7 +10,7 @@ catalogue and to the study run::
 
     python -m ct_pipeline.pipelines.study [--env ENV] [--params "study.seeds=[0]"]
 
-Run ``kedro run --pipeline drr`` first (``make study`` does).
+Run ``kedro run --pipelines drr`` first (``make study`` does).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def run_study(
         if not volumes:
             raise ValueError(
                 "no preprocessed CTs in the catalogue's preprocessed_ct: run "
-                "`kedro run --pipeline drr` first"
+                "`kedro run --pipelines drr` first"
             )
         split_params = catalog.load("params:split")
         split = split_patients(

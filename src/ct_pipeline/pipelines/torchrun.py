@@ -3,7 +3,7 @@
 ``kedro run`` must not run under torchrun (every rank would run every node),
 so this module loads the catalogued inputs through a Kedro session itself and
 hands them to the worker; torchrun provides RANK, WORLD_SIZE, LOCAL_RANK,
-LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Run ``kedro run --pipeline drr``
+LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Run ``kedro run --pipelines drr``
 (and the split) first, on a file system every node can read::
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\

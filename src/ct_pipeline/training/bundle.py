@@ -11,8 +11,17 @@ from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.worker import TrainResult
 
 
+def run_name(model: str, num_views: int) -> str:
+    """What a tracking run of this model is called: ``small-2v``."""
+    return f"{model}-{num_views}v"
+
+
 def trained_bundle(
-    result: TrainResult, config: TrainConfig, volume: CTVolume, geometry: Geometry
+    result: TrainResult,
+    config: TrainConfig,
+    volume: CTVolume,
+    geometry: Geometry,
+    trained_in_run: str | None = None,
 ) -> dict[str, Any]:
     """``volume`` is any training CT (all share the grid), ``geometry`` their views'."""
     return make_bundle(
@@ -24,4 +33,5 @@ def trained_bundle(
         spacing_mm=float(volume.spacing_mm[0]),
         angles_deg=config.angles,
         hu_window=config.hu_window,
+        trained_in_run=trained_in_run,
     )

@@ -330,6 +330,14 @@ def run_training(
             # The weights carry on from that run's epochs: link the two.
             job.sink.set_tags({"ct_pipeline.continues_run": continued_run})
 
+    # One bar over the whole run (with its ETA) and one per epoch beneath it.
+    overall = tqdm(
+        total=config.epochs,
+        initial=start_epoch - 1,
+        desc="training",
+        unit="epoch",
+        disable=not is_main,
+    )
     for epoch in range(start_epoch, config.epochs + 1):
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
@@ -347,6 +355,7 @@ def run_training(
             desc=f"epoch {epoch}/{config.epochs}",
             disable=not is_main,
             leave=False,
+            position=1,
         )
         for micro, (views, target) in enumerate(bar):
             if micro == micro_per_epoch:
@@ -458,17 +467,14 @@ def run_training(
             if improved:
                 save_checkpoint(run_dir / BEST, {**common, "model": state})
                 best_state = state
-            logger.info(
-                "epoch %d/%d: %s",
-                epoch,
-                config.epochs,
-                {k: round(v, 5) for k, v in record.items()},
-            )
+            overall.update(1)
+            logger.info(epoch_line(record, config.epochs, best_score, best_epoch))
             if job.sink is not None:
                 job.sink.log_metrics(
                     {k: v for k, v in record.items() if k != "epoch"}, step=epoch
                 )
 
+    overall.close()
     divergence = _max_rank_weight_diff(module) if distributed else 0.0
     if not is_main:
         return None
@@ -483,6 +489,24 @@ def run_training(
         start_epoch=start_epoch,
         max_rank_weight_diff=divergence,
     )
+
+
+def epoch_line(
+    record: Mapping[str, float], epochs: int, best_score: float, best_epoch: int
+) -> str:
+    """One console line per epoch: ``epoch 3/45  loss 0.1234  val 28.31 dB / SSIM 0.912  best 28.31 dB (3)  12.3 samples/s``."""
+    parts = [
+        f"epoch {int(record['epoch'])}/{epochs}",
+        f"loss {record['train/loss']:.4f}",
+    ]
+    if "val/psnr_3d" in record:
+        parts.append(
+            f"val {record['val/psnr_3d']:.2f} dB / SSIM {record['val/ssim_3d']:.3f}"
+        )
+    if best_epoch:
+        parts.append(f"best {best_score:.2f} dB ({best_epoch})")
+    parts.append(f"{record['train/samples_per_s']:.1f} samples/s")
+    return "  ".join(parts)
 
 
 def _max_rank_weight_diff(module: nn.Module) -> float:

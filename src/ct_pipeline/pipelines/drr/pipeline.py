@@ -1,4 +1,4 @@
-"""``kedro run --pipeline drr``: raw CTs or phantoms -> preprocessed cubes -> DRR sets."""
+"""``kedro run --pipelines drr``: raw CTs or phantoms -> preprocessed cubes -> DRR sets."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 

@@ -25,6 +25,7 @@ from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import attention_maps, count_parameters
 from ct_pipeline.pipelines.partitions import iter_partitions, load_one, load_partitions
 from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
+from ct_pipeline.training.bundle import run_name
 
 logger = logging.getLogger(__name__)
 
@@ -176,11 +177,17 @@ def plot_attention_maps(
 def describe_run(
     best_model: dict[str, Any], ct_source: dict[str, Any]
 ) -> dict[str, str]:
-    """Run tags for the MLflow UI: model, views, grid and data source."""
-    return {
+    """Run tags for the MLflow UI: name, model, views, grid, data source, and
+    the run that trained the scored weights."""
+    views = len(best_model["angles_deg"])
+    tags = {
+        "mlflow.runName": run_name(best_model["model"], views),
         "ct_pipeline.model": best_model["model"],
-        "ct_pipeline.num_views": str(len(best_model["angles_deg"])),
+        "ct_pipeline.num_views": str(views),
         "ct_pipeline.volume_size": str(best_model["volume_size"]),
         "ct_pipeline.data_source": ct_source["source"],
-        "ct_pipeline.parameters": str(count_parameters(load_bundle(best_model))),
+        "n_parameters": str(count_parameters(load_bundle(best_model))),
     }
+    if best_model.get("trained_in_run"):
+        tags["ct_pipeline.trained_in_run"] = best_model["trained_in_run"]
+    return tags

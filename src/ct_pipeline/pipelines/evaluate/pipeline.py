@@ -1,4 +1,4 @@
-"""``kedro run --pipeline evaluate``: score the best model on the test split."""
+"""``kedro run --pipelines evaluate``: score the best model on the test split."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 

@@ -1,4 +1,4 @@
-"""``kedro run --pipeline predict``, and the inference pipeline logged to MLflow."""
+"""``kedro run --pipelines predict``, and the inference pipeline logged to MLflow."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 

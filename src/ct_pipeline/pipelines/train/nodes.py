@@ -9,7 +9,7 @@ from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.pipelines.partitions import load_one
 from ct_pipeline.training import TrainConfig, split_patients, train_model
-from ct_pipeline.training.bundle import trained_bundle
+from ct_pipeline.training.bundle import run_name, trained_bundle
 from ct_pipeline.training.sink import MetricSink
 
 
@@ -26,11 +26,14 @@ def train_reconstructor(
     patient_split: dict[str, list[str]],
     params: dict[str, Any],
     metric_sink: MetricSink,
+    ct_source: dict[str, Any],
 ) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Train on the train split (``world_size`` DDP workers), keep the best on val.
 
     Returns the best model as a self-describing bundle (see ct_pipeline.inference)
-    and the per-epoch history.
+    and the per-epoch history. The tracking run is named after the model and
+    its views and records the data it trains on, read from the data (not
+    from today's configuration).
     """
     config = TrainConfig.from_params(params)
     wanted = set(patient_split["train"]) | set(patient_split["val"])
@@ -38,9 +41,31 @@ def train_reconstructor(
     # reads its patients from disk as it needs them.
     volumes = {k: v for k, v in preprocessed_ct.items() if k in wanted}
     drrs = {k: v for k, v in drr_sets.items() if k in wanted}
-    result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
     first = min(patient_split["train"])
     volume: CTVolume = load_one(volumes[first])
     drr: DRRSet = load_one(drrs[first])
-    bundle = trained_bundle(result, config, volume, drr.geometry)
+    metric_sink.set_tags({"mlflow.runName": run_name(config.model, len(config.angles))})
+    metric_sink.log_params(data_params(volume, drr, patient_split, ct_source))
+    result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
+    run_id = getattr(metric_sink, "run_id", None)
+    bundle = trained_bundle(result, config, volume, drr.geometry, run_id)
     return bundle, result.history
+
+
+def data_params(
+    volume: CTVolume,
+    drr: DRRSet,
+    split: Mapping[str, list[str]],
+    ct_source: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``data.*`` run parameters: the grid, the rendered views and the split of the data."""
+    params: dict[str, Any] = {
+        "data.source": ct_source["source"],
+        "data.volume_size": volume.hu.shape[0],
+        "data.spacing_mm": round(float(volume.spacing_mm[0]), 6),
+        "data.rendered_angles_deg": ",".join(f"{a:g}" for a in drr.angles_deg),
+        "data.mu_water_per_mm": drr.mu_water_per_mm,
+    }
+    params |= {f"data.geometry.{k}": v for k, v in drr.geometry.to_dict().items()}
+    params |= {f"data.patients.{k}": len(v) for k, v in split.items()}
+    return params

@@ -1,4 +1,4 @@
-"""``kedro run --pipeline train`` (with evaluation appended in the registry)."""
+"""``kedro run --pipelines train`` (with evaluation appended in the registry)."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
@@ -23,6 +23,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "patient_split": "patient_split",
                     "params": "params:train",
                     "metric_sink": "training_metric_sink",
+                    "ct_source": "ct_source",
                 },
                 outputs=["best_model", "training_history"],
                 name="train_reconstructor",
