@@ -17,12 +17,10 @@ axis labels are made from it and the tests check the pixels against it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 
 from ct_pipeline.drr.preview import preview_image, view_label
@@ -73,7 +71,7 @@ def orthogonal_slices(
     return {name: cut.T[::-1, ::-1] for name, cut in cuts.items()}
 
 
-def _label_edges(ax, edges: Edges) -> None:
+def label_edges(ax, edges: Edges) -> None:
     # Arrows point away from the centre toward the named edge.
     ax.set_xlabel(f"{edges.left} \u2190   \u2192 {edges.right}", fontsize=8)
     ax.set_ylabel(f"{edges.bottom} \u2190   \u2192 {edges.top}", fontsize=8)
@@ -139,7 +137,7 @@ def slices_figure(
                     vmin=display_window_hu[0],
                     vmax=display_window_hu[1],
                 )
-            _label_edges(ax, SLICE_EDGES[plane])
+            label_edges(ax, SLICE_EDGES[plane])
             ax.set_title(f"{row_name}, {plane}", fontsize=9)
         if row_name == "error":
             bottom.colorbar(image, ax=axes[r], label="pred - true (HU)", shrink=0.9)
@@ -185,26 +183,4 @@ def training_curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
             ax.text(
                 0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes
             )
-    return fig
-
-
-def plot_attention(maps: dict[str, torch.Tensor], max_panels: int = 6) -> Figure:
-    """One panel per attention module: head-averaged weights of its first batch
-    item / window (query tokens down, key tokens across)."""
-    if not maps:
-        raise ValueError("plot_attention needs at least one attention map, got none")
-    names = list(maps)[:max_panels]
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(4 * cols, 3.6 * rows))
-    for index, name in enumerate(names):
-        ax = fig.add_subplot(rows, cols, index + 1)
-        image = ax.imshow(
-            maps[name][0].float().mean(dim=0).cpu().numpy(), cmap="viridis"
-        )
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel("key token")
-        ax.set_ylabel("query token")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
     return fig

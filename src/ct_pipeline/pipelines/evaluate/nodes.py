@@ -13,9 +13,9 @@ from matplotlib.figure import Figure
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet
+from ct_pipeline.evaluation.attention import attention_figure
 from ct_pipeline.evaluation.baseline import mean_volume
 from ct_pipeline.evaluation.figures import (
-    plot_attention,
     slices_figure,
     training_curves_figure,
 )
@@ -155,6 +155,7 @@ def plot_training_curves(training_history: list[dict[str, float]]) -> Figure:
 
 def plot_attention_maps(
     drr_sets: Mapping[str, Any],
+    preprocessed_ct: Mapping[str, Any],
     best_model: dict[str, Any],
     patient_split: dict[str, list[str]],
 ) -> Figure:
@@ -162,6 +163,7 @@ def plot_attention_maps(
     network = load_bundle(best_model)
     patient = sorted(patient_split["test"])[0]
     drr: DRRSet = load_one(drr_sets[patient]).select(best_model["angles_deg"])
+    truth: CTVolume = load_one(preprocessed_ct[patient])
     maps = attention_maps(
         network,
         torch.from_numpy(drr.projections)[None],
@@ -171,7 +173,9 @@ def plot_attention_maps(
         figure = Figure(figsize=(4, 1))
         figure.text(0.5, 0.5, f"{best_model['model']} has no attention", ha="center")
         return figure
-    return plot_attention(maps)
+    return attention_figure(
+        network, maps, drr.projections, drr.angles_deg.tolist(), truth.hu, patient
+    )
 
 
 def describe_run(

@@ -74,6 +74,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 plot_attention_maps,
                 inputs={
                     "drr_sets": "drr_sets",
+                    "preprocessed_ct": "preprocessed_ct",
                     "best_model": "best_model",
                     "patient_split": "patient_split",
                 },
