@@ -24,3 +24,38 @@ def test_summary_names_the_run_and_the_pictures(tmp_path, monkeypatch, caplog):
     assert "kedro mlflow ui" in caplog.text
     assert str(tmp_path / "data/08_reporting/reconstructions") in caplog.text
     assert "DRR previews" not in caplog.text  # only folders that exist are named
+
+
+def test_runs_left_running_by_a_killed_process_are_marked_killed(tmp_path):
+    """Issue: a kill -9 left the MLflow run RUNNING for ever."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    from ct_pipeline.hooks import OWNER_HOST, OWNER_PID, mark_killed_runs
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.create_experiment("e", artifact_location=str(tmp_path / "a"))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = socket.gethostname()
+    runs = {}
+    for name, pid, owner in (
+        ("killed", gone.stdout.strip(), host),
+        ("alive", str(os.getpid()), host),  # a parallel run still going
+        ("elsewhere", gone.stdout.strip(), "another-host"),
+    ):
+        run = client.create_run(experiment, run_name=name)
+        client.set_tag(run.info.run_id, OWNER_HOST, owner)
+        client.set_tag(run.info.run_id, OWNER_PID, pid)
+        runs[name] = run.info.run_id
+    assert mark_killed_runs(client, host) == [runs["killed"]]
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"killed": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING"}

@@ -4,12 +4,15 @@ where a run's results are when it ends."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from ct_pipeline.pipelines.checks import check_parameters
 
@@ -40,6 +43,71 @@ class SystemMetricsHook:
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
         mlflow.set_system_metrics_samples_before_logging(1)
         mlflow.enable_system_metrics_logging()
+
+
+# Tags naming the process that owns a run, so that a later run can tell a
+# crashed one (its process gone) from one still going (a parallel study).
+OWNER_HOST, OWNER_PID = "ct_pipeline.host", "ct_pipeline.pid"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def mark_killed_runs(client: MlflowClient, host: str) -> list[str]:
+    """Set KILLED on RUNNING runs of this host whose process is gone; their ids.
+
+    A ``kill -9`` (or a power cut) leaves the MLflow run RUNNING forever;
+    runs owned by a live process, or by another host, are left alone.
+    """
+    killed: list[str] = []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return killed
+    for run in client.search_runs(
+        experiments,
+        filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = '{host}'",
+    ):
+        pid = run.data.tags.get(OWNER_PID, "")
+        if pid.isdigit() and not _process_alive(int(pid)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            killed.append(run.info.run_id)
+    return killed
+
+
+class RunOwnerHook:
+    """Tags every run with its host and process; marks runs killed earlier as KILLED."""
+
+    def __init__(self) -> None:
+        self._tagged: set[str] = set()
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        try:
+            killed = mark_killed_runs(MlflowClient(), socket.gethostname())
+        except MlflowException as error:  # tracking unreachable: not a reason to stop
+            logger.warning("could not check for killed MLflow runs: %s", error)
+            return
+        for run_id in killed:
+            logger.warning(
+                "MLflow run %s was left RUNNING by a killed process: marked KILLED",
+                run_id,
+            )
+
+    @hook_impl
+    def before_node_run(self) -> None:
+        run = mlflow.active_run()
+        if run is not None and run.info.run_id not in self._tagged:
+            mlflow.set_tags(
+                {OWNER_HOST: socket.gethostname(), OWNER_PID: str(os.getpid())}
+            )
+            self._tagged.add(run.info.run_id)
 
 
 class RunSummaryHook:

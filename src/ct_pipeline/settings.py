@@ -31,8 +31,9 @@ for message in (
 
 from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
     ParameterCheckHook,
+    RunOwnerHook,
     RunSummaryHook,
     SystemMetricsHook,
 )
 
-HOOKS = (ParameterCheckHook(), SystemMetricsHook(), RunSummaryHook())
+HOOKS = (ParameterCheckHook(), SystemMetricsHook(), RunOwnerHook(), RunSummaryHook())

@@ -163,6 +163,7 @@ def test_mlflow_run_is_tagged(tiny_project, mlflow_run):
     assert tags["ct_pipeline.data_source"] == "phantom"
     assert int(tags["n_parameters"]) > 1000
     assert tags["ct_pipeline.trained_in_run"] == run.info.run_id
+    assert tags["ct_pipeline.pid"].isdigit() and tags["ct_pipeline.host"]
 
 
 def test_mlflow_run_records_the_data_it_trained_on(tiny_project, mlflow_run):

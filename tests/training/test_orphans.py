@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from ct_pipeline.training.checkpoint import find_resumable
+from training_fixtures import make_config
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux"),
@@ -94,3 +97,55 @@ def test_workers_die_with_their_parent(tmp_path):
         for pid in [parent_pid, *workers]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_sigterm_stops_the_run_cleanly_and_leaves_it_resumable(tmp_path):
+    """Issue: SIGTERM must stop training cleanly, leaving a resumable last.pt."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+            from training_fixtures import make_config, make_patients
+            from ct_pipeline.training import train_model
+
+            if __name__ == "__main__":
+                volumes, drr_sets = make_patients(8)
+                split = {{"train": sorted(volumes)[:6], "val": sorted(volumes)[6:]}}
+                config = make_config({str(tmp_path / "ckpt")!r}, world_size=2,
+                                     batch_size_per_device=1, epochs=10_000)
+                train_model(volumes, drr_sets, split, config)
+            """
+        )
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, text=True
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(tmp_path.rglob("last.pt")):
+            time.sleep(0.5)
+        assert list(tmp_path.rglob("last.pt")), "no epoch finished"
+        workers = [
+            pid
+            for pid in _children(parent.pid)
+            if b"spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        ]
+        parent.send_signal(signal.SIGTERM)
+        _, stderr = parent.communicate(timeout=60)
+        assert parent.returncode != 0
+        assert "training stopped by SIGTERM" in stderr
+        assert workers and not any(_alive(p) for p in workers)
+    finally:
+        for pid in [parent.pid, *workers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    (last,) = tmp_path.rglob("last.pt")
+    config = make_config(
+        tmp_path / "ckpt", world_size=2, batch_size_per_device=1, epochs=10_000
+    )
+    checkpoint = find_resumable(last.parent, config)
+    assert checkpoint is not None and checkpoint["epoch"] >= 1

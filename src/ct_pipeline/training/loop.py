@@ -9,12 +9,15 @@ makes ``spawn`` terminate the others and fail, so a run never hangs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +42,38 @@ from ct_pipeline.training.worker import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGTERM stopped the training (like Ctrl-C): ``last.pt`` of the last
+    finished epoch stays, and the same command resumes from it."""
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM (``kill``, a batch scheduler's time limit) into an exception.
+
+    By default SIGTERM ends Python at once, without unwinding: the tracking
+    run stays RUNNING and the parent never tells its workers. As an exception
+    it unwinds like Ctrl-C: every ``finally`` runs, the run is closed as
+    failed, spawned workers die with their parent (die_with_parent), and the
+    checkpoints, written atomically once an epoch, are left whole.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise TrainingStopped(
+            "training stopped by SIGTERM; run the same command again to resume "
+            "from the last finished epoch"
+        )
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def free_port() -> int:
@@ -90,6 +125,13 @@ def train_model(
         model_factory,
         loss_factory,
     )
+    with stop_on_sigterm():
+        return _train(job, config, device, backend)
+
+
+def _train(
+    job: TrainJob, config: TrainConfig, device: str, backend: str
+) -> TrainResult:
     if config.world_size == 1:
         target = (
             torch.device("cuda", torch.cuda.current_device())
@@ -109,16 +151,27 @@ def train_model(
             backend,
             port,
         )
+        workers = mp.start_processes(
+            spawned_worker,
+            args=(config.world_size, job, backend, port, result_dir, os.getpid()),
+            nprocs=config.world_size,
+            join=False,
+            start_method="spawn",
+        )
         try:
-            mp.spawn(
-                spawned_worker,
-                args=(config.world_size, job, backend, port, result_dir, os.getpid()),
-                nprocs=config.world_size,
-                join=True,
-                start_method="spawn",
-            )
+            while not workers.join():
+                pass
         except (mp.ProcessRaisedException, mp.ProcessExitedException) as error:
             raise _worker_failure(result_dir, error) from error
+        except BaseException:
+            # Stopped (SIGTERM, Ctrl-C): the workers stop with the run, even
+            # when this process lives on (a notebook).
+            for process in workers.processes:
+                if process.is_alive():
+                    process.terminate()
+            for process in workers.processes:
+                process.join()
+            raise
         return TrainResult.from_payload(load_checkpoint(result_dir / RESULT_FILE))
 
 
