@@ -107,3 +107,27 @@ def test_empty_folder_is_reported(tmp_path: Path):
     with pytest.raises(CTInputError, match="empty folder") as caught:
         load_ct(tmp_path)
     assert str(tmp_path) in str(caught.value)
+
+
+def test_loose_slices_in_the_raw_folder_are_one_patient(tmp_path: Path):
+    """Issue: loose *.dcm slices in data/01_raw were ignored and phantoms made."""
+    import shutil
+
+    from ct_pipeline.datasets import CTFolderDataset
+
+    raw = tmp_path / "01_raw"
+    write_series(raw)  # slices straight in the folder
+    reference = load_ct(write_series(tmp_path / "elsewhere" / "series"))
+    # A slice saved without the .dcm suffix is still recognised (the DICM magic).
+    (raw / "c.dcm").rename(raw / "IM0001")
+    write_series(raw / "patient_b")
+    loaders = CTFolderDataset(str(raw), read_only=True).load()
+    assert sorted(loaders) == ["01_raw", "patient_b"]
+    ct = loaders["01_raw"]()
+    np.testing.assert_array_equal(ct.hu, reference.hu)
+    np.testing.assert_allclose(ct.affine, reference.affine)
+
+    # Slices of two series loose in one folder: an error naming the folder.
+    shutil.copy2(tmp_path / "elsewhere" / "series" / "a.dcm", raw / "other.dcm")
+    with pytest.raises(CTInputError, match=r"01_raw: holds 2 DICOM series"):
+        CTFolderDataset(str(raw), read_only=True).load()["01_raw"]()

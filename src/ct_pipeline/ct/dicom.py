@@ -9,6 +9,7 @@ it. PixelSpacing is (between rows, between columns).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,17 @@ GAP_TOLERANCE = 0.05
 SKIPPED_NAMES = {"DICOMDIR"}
 
 
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file ("DICM" after the 128-byte preamble) or a ``.dcm``."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """Return (array indexed [column, row, slice] in HU, voxel -> RAS mm affine)."""
     files = sorted(
@@ -33,6 +45,13 @@ def read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.name not in SKIPPED_NAMES
     )
+    return read_dicom_files(files, folder)
+
+
+def read_dicom_files(
+    files: Sequence[Path], folder: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """The series of ``files`` (all in ``folder``, which errors name)."""
     if not files:
         raise CTInputError(f"{folder}: empty folder, expected a DICOM series")
     slices = [_read_slice(p) for p in files]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from ct_pipeline.atomic import atomic_path
-from ct_pipeline.ct.dicom import read_dicom_series
+from ct_pipeline.ct.dicom import read_dicom_files, read_dicom_series
 from ct_pipeline.ct.errors import CTInputError
 from ct_pipeline.ct.volume import CTVolume
 
@@ -58,6 +59,12 @@ def load_ct(path: str | os.PathLike) -> CTVolume:
     hu = check_hu(hu, path)
     logger.debug("loaded %s: shape %s, affine diag %s", path, hu.shape, np.diag(affine))
     return CTVolume(hu=hu, affine=affine)
+
+
+def load_dicom_files(files: Sequence[Path], folder: Path) -> CTVolume:
+    """One DICOM series given as its slice files (loose in ``folder``), as ``load_ct``."""
+    hu, affine = to_canonical(*read_dicom_files(files, folder))
+    return CTVolume(hu=check_hu(hu, folder), affine=affine)
 
 
 def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,8 @@ from tqdm.auto import tqdm
 
 from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.ct import CTVolume, load_ct, save_ct
+from ct_pipeline.ct.dicom import is_dicom_file
+from ct_pipeline.ct.io import load_dicom_files
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +59,15 @@ class CTFolderDataset(
         if not self._path.is_dir():
             return {}
         loaders: dict[str, Callable[[], CTVolume]] = {}
+        loose_slices: list[Path] = []
         for entry in sorted(self._path.iterdir()):
             if entry.name.startswith("."):
                 continue
             # Extensions match whatever their case (PATIENT1.NII.GZ is a NIfTI).
             is_nifti = entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES)
+            if entry.is_file() and not is_nifti and is_dicom_file(entry):
+                loose_slices.append(entry)
+                continue
             if not (is_nifti or (entry.is_dir() and _is_dicom_series(entry))):
                 logger.warning(
                     "%s is not used: not a .nii / .nii.gz file (any case) nor a "
@@ -75,6 +81,25 @@ class CTFolderDataset(
                     f"two CTs in {self._path} share the patient id '{patient}'"
                 )
             loaders[patient] = partial(load_ct, entry)
+        if loose_slices:
+            # DICOM slices straight in the folder are one series, one patient
+            # named after the folder (reading them checks they are one series).
+            patient = self._path.name
+            if patient in loaders:
+                raise DatasetError(
+                    f"the DICOM slices loose in {self._path} would be patient "
+                    f"'{patient}', which another CT there already is; move them "
+                    "into a folder of their own"
+                )
+            logger.info(
+                "%d DICOM slices loose in %s: read as one series, patient '%s'",
+                len(loose_slices),
+                self._path,
+                patient,
+            )
+            loaders[patient] = partial(
+                load_dicom_files, tuple(loose_slices), self._path
+            )
         return loaders
 
     def save(self, data: Mapping[str, Any]) -> None:
