@@ -47,3 +47,18 @@ def test_viz_build_writes_every_pipeline(tiny_project):
         assert shown["selected_pipeline"] == stage
         tasks = {n["name"] for n in shown["nodes"] if n["type"] == "task"}
         assert tasks == {n.name for n in registered[stage].nodes}, stage
+
+
+def test_every_catalogued_dataset_has_a_layer():
+    """kedro viz groups datasets by layer; one without floats outside them."""
+    import yaml
+
+    from tiny_project import REPO_ROOT
+
+    catalog = yaml.safe_load((REPO_ROOT / "conf/base/catalog.yml").read_text())
+    missing = [
+        name
+        for name, entry in catalog.items()
+        if not ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
+    ]
+    assert missing == []

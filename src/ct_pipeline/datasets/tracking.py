@@ -43,6 +43,9 @@ class MetricSinkDataset(AbstractDataset[None, MetricSink]):
     both explicitly and is picklable.
     """
 
+    def __init__(self, metadata: dict[str, Any] | None = None) -> None:
+        self.metadata = metadata  # the kedro-viz layer
+
     def load(self) -> MetricSink:
         run = mlflow.active_run()
         if run is None:
@@ -59,6 +62,9 @@ class MetricSinkDataset(AbstractDataset[None, MetricSink]):
 
 class MlflowTagsDataset(AbstractDataset[dict[str, str], None]):
     """Saves a dict as tags of the active MLflow run (config, views, data source)."""
+
+    def __init__(self, metadata: dict[str, Any] | None = None) -> None:
+        self.metadata = metadata  # the kedro-viz layer
 
     def load(self) -> None:
         raise DatasetError("MlflowTagsDataset is write-only")
@@ -80,7 +86,14 @@ class MlflowFiguresDataset(AbstractDataset[dict[str, Any], None]):
     needs a folder, logged with ``mlflow.log_artifacts`` under ``artifact_path``.
     """
 
-    def __init__(self, path: str, artifact_path: str, dpi: int = 110) -> None:
+    def __init__(
+        self,
+        path: str,
+        artifact_path: str,
+        dpi: int = 110,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.metadata = metadata
         self._path = Path(path)
         self._artifact_path = artifact_path
         self._dpi = dpi
@@ -109,7 +122,10 @@ class MlflowRunsDataset(AbstractDataset[None, list[dict[str, Any]]]):
     CNN-only baseline's numbers without a node querying MLflow.
     """
 
-    def __init__(self, tag: str, prefix: str) -> None:
+    def __init__(
+        self, tag: str, prefix: str, metadata: dict[str, Any] | None = None
+    ) -> None:
+        self.metadata = metadata
         self._tag, self._prefix = tag, prefix
 
     def load(self) -> list[dict[str, Any]]:

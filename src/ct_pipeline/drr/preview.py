@@ -13,15 +13,13 @@ import io
 import os
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from ct_pipeline.atomic import write_bytes_atomic
 from ct_pipeline.drr.geometry import view_frames
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
 # Upper window edge: a high percentile of the line integrals, so a few
 # saturating pixels (metal, a marker) do not compress the rest of the image.
@@ -63,6 +61,17 @@ def _edge_letters(angle_deg: float) -> tuple[str, str]:
     return toward_left, toward_right
 
 
+def mark_sides(axis: Axes, angle_deg: float) -> None:
+    """The world axis closest to the image's horizontal, at both edges of a view:
+    PA shows 'R' on the left as a chest film is read, lateral 'A' / 'P'."""
+    left, right = _edge_letters(angle_deg)
+    for x, letter, align in ((0.03, left, "left"), (0.97, right, "right")):
+        axis.text(
+            x, 0.96, letter, transform=axis.transAxes, color="yellow", fontsize=9,
+            ha=align, va="top", fontweight="bold",
+        )  # fmt: skip
+
+
 def preview_png_bytes(
     projections: np.ndarray, angles_deg: Sequence[float], title: str | None = None
 ) -> bytes:
@@ -73,27 +82,20 @@ def preview_png_bytes(
             f"got shape {projections.shape}"
         )
     views = projections.shape[0]
-    figure, axes = plt.subplots(1, views, figsize=(2.6 * views, 3.0), squeeze=False)
+    # A bare Figure (no pyplot): no GUI backend, no global state, nothing to close.
+    figure = Figure(figsize=(2.6 * views, 3.0), layout="tight")
+    axes = figure.subplots(1, views, squeeze=False)
     for axis, image, angle in zip(axes[0], projections, angles_deg, strict=True):
         axis.imshow(preview_image(image), cmap="gray", vmin=0, vmax=255)
         name = view_label(float(angle))
         axis.set_title(f"{float(angle):g}°" + (f" {name}" if name else ""), fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
-        # The world axis closest to the image's horizontal, at both edges:
-        # PA shows 'R' on the left as a chest film is read, lateral 'A' / 'P'.
-        left, right = _edge_letters(float(angle))
-        for x, letter, align in ((0.03, left, "left"), (0.97, right, "right")):
-            axis.text(
-                x, 0.96, letter, transform=axis.transAxes, color="yellow", fontsize=9,
-                ha=align, va="top", fontweight="bold",
-            )  # fmt: skip
+        mark_sides(axis, float(angle))
     if title:
         figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     return buffer.getvalue()
 
 

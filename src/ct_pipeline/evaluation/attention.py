@@ -22,7 +22,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from ct_pipeline.drr.preview import preview_image, view_label
+from ct_pipeline.drr.preview import mark_sides, preview_image, view_label
 from ct_pipeline.evaluation.figures import (
     CT_DISPLAY_WINDOW_HU,
     SLICE_EDGES,
@@ -124,6 +124,7 @@ def attention_figure(
         queries = [(h // 2) * w + c for c in (w // 4, w // 2, (3 * w) // 4)]
         looks = cross_view_looks(weights, views, (h, w), queries)
         axes[0, 0].imshow(preview_image(projections[0]), cmap="gray")
+        mark_sides(axes[0, 0], angles_deg[0])
         for q, colour in zip(queries, QUERY_COLOURS, strict=True):
             r, c = divmod(q, w)
             axes[0, 0].plot(
@@ -133,6 +134,7 @@ def attention_figure(
         key = 1 if views > 1 else 0
         for ax, look, colour in zip(axes[0, 1:], looks, QUERY_COLOURS, strict=True):
             ax.imshow(preview_image(projections[key]), cmap="gray")
+            mark_sides(ax, angles_deg[key])
             image = ax.imshow(
                 _upsample(look, (rows, cols)), cmap=ATTENTION_CMAP, alpha=0.6
             )

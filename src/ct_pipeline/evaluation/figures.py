@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.figure import Figure
 
-from ct_pipeline.drr.preview import preview_image, view_label
+from ct_pipeline.drr.preview import mark_sides, preview_image, view_label
 from ct_pipeline.losses import DEFAULT_WEIGHTS
 
 # Greyscale window for CT slices: air to dense bone, lung and soft tissue apart.
@@ -116,6 +116,7 @@ def slices_figure(
         name = view_label(float(angle))
         ax.set_title(f"{float(angle):g}°" + (f" {name}" if name else ""), fontsize=8)
         ax.set_axis_off()
+        mark_sides(ax, float(angle))
 
     truth, recon = orthogonal_slices(true_hu), orthogonal_slices(pred_hu)
     errors = {name: recon[name] - truth[name] for name in truth}
@@ -146,7 +147,9 @@ def slices_figure(
     return fig
 
 
-def training_curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
+def training_curves_figure(
+    history: Sequence[Mapping[str, float]], title: str | None = None
+) -> Figure:
     """Four panels against epoch: the loss and its terms (``train/loss`` and
     ``train/<term>``, log scale), validation PSNR and SSIM (``val/*psnr*``,
     ``val/*ssim*``, which may be logged only every few epochs) and ``lr``."""
@@ -161,6 +164,8 @@ def training_curves_figure(history: Sequence[Mapping[str, float]]) -> Figure:
         "learning rate": ["lr"],
     }
     fig = Figure(figsize=(11.0, 7.0), layout="constrained")
+    if title:
+        fig.suptitle(title)
     for ax, (panel, names) in zip(fig.subplots(2, 2).flat, panels.items(), strict=True):
         for name in names:
             points = [

@@ -394,10 +394,14 @@ def run_training(
                 last_lr = optimizer.param_groups[0]["lr"]
                 scheduler.step()
             loss_sum += mean_loss
+            # Summed on the device: no host sync per loss term and step.
             for name, value in terms.items():
-                term_sums[name] = term_sums.get(
-                    name, torch.zeros((), dtype=torch.float64, device=device)
-                ) + float(value)
+                term_sums[name] = (
+                    term_sums.get(
+                        name, torch.zeros((), dtype=torch.float64, device=device)
+                    )
+                    + value.detach().double()
+                )
             samples += views.shape[0] * world_size
             if is_main:
                 rate = samples / max(time.perf_counter() - started, 1e-9)

@@ -8,6 +8,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import torch
 
 from ct_pipeline.ct import CTVolume, preprocess_ct
 from ct_pipeline.drr import DRRSet, Geometry
@@ -93,8 +94,14 @@ def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
 def _rendered(ct: Callable[[], CTVolume] | CTVolume, params: dict[str, Any]) -> DRRSet:
     volume = load_one(ct)
     geometry, angles = drr_geometry(params)
+    # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     projections = render_drrs(
-        volume, geometry, angles, mu_water_per_mm=params["mu_water_per_mm"]
+        volume,
+        geometry,
+        angles,
+        mu_water_per_mm=params["mu_water_per_mm"],
+        device=device,
     )
     return DRRSet(
         projections=projections,

@@ -149,8 +149,11 @@ def plot_reconstructions(
     return figures
 
 
-def plot_training_curves(training_history: list[dict[str, float]]) -> Figure:
-    return training_curves_figure(training_history)
+def plot_training_curves(
+    training_history: list[dict[str, float]], best_model: dict[str, Any]
+) -> Figure:
+    name = run_name(best_model["model"], len(best_model["angles_deg"]))
+    return training_curves_figure(training_history, title=f"training of {name}")
 
 
 def plot_attention_maps(

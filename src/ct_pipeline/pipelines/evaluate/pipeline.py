@@ -65,7 +65,10 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 plot_training_curves,
-                inputs={"training_history": "training_history"},
+                inputs={
+                    "training_history": "training_history",
+                    "best_model": "best_model",
+                },
                 outputs="training_curves",
                 name="plot_training_curves",
                 tags=["evaluation", "reporting"],
