@@ -51,6 +51,7 @@ def test_the_project_defaults_pass():
         ("train.num_views", 3, "among the rendered drr angles"),
         ("split.fractions", {"train": 0.9, "val": 0.2, "test": 0.1}, "split.fractions"),
         ("phantoms.count", 0, "phantoms.count"),
+        ("evaluate.figures_patients", 0, "evaluate.figures_patients"),
     ],
 )
 def test_each_bad_parameter_is_named(key, value, named):

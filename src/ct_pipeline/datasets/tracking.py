@@ -56,6 +56,11 @@ class MetricSinkDataset(AbstractDataset[None, MetricSink]):
     def save(self, data: None) -> None:
         raise DatasetError("MetricSinkDataset is read-only")
 
+    def _exists(self) -> bool:
+        # Nothing to find on disk: it talks to the tracking server. (Without
+        # this, Kedro warns that exists() is not implemented.)
+        return False
+
     def _describe(self) -> dict[str, Any]:
         return {}
 
@@ -74,6 +79,11 @@ class MlflowTagsDataset(AbstractDataset[dict[str, str], None]):
             logger.info("No active MLflow run: tags %s not recorded", data)
             return
         mlflow.set_tags({key: str(value) for key, value in data.items()})
+
+    def _exists(self) -> bool:
+        # Nothing to find on disk: it talks to the tracking server. (Without
+        # this, Kedro warns that exists() is not implemented.)
+        return False
 
     def _describe(self) -> dict[str, Any]:
         return {}
@@ -110,6 +120,11 @@ class MlflowFiguresDataset(AbstractDataset[dict[str, Any], None]):
                 figure.savefig(tmp, dpi=self._dpi, bbox_inches="tight")
         if mlflow.active_run() is not None:
             mlflow.log_artifacts(str(self._path), self._artifact_path)
+
+    def _exists(self) -> bool:
+        # Nothing to find on disk: it talks to the tracking server. (Without
+        # this, Kedro warns that exists() is not implemented.)
+        return False
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "artifact_path": self._artifact_path}
@@ -149,6 +164,11 @@ class MlflowRunsDataset(AbstractDataset[None, list[dict[str, Any]]]):
 
     def save(self, data: None) -> None:
         raise DatasetError("MlflowRunsDataset is read-only")
+
+    def _exists(self) -> bool:
+        # Nothing to find on disk: it talks to the tracking server. (Without
+        # this, Kedro warns that exists() is not implemented.)
+        return False
 
     def _describe(self) -> dict[str, Any]:
         return {"tag": self._tag, "prefix": self._prefix}

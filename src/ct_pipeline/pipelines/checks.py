@@ -116,6 +116,16 @@ def check_parameters(params: Mapping[str, Any]) -> None:
                 config.angles,
             )
 
+    evaluate = params.get("evaluate") or {}
+    if "figures_patients" in evaluate:
+        value = evaluate["figures_patients"]
+        check(
+            "evaluate.figures_patients",
+            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+            "an integer >= 1 (the first is the run's headline figure)",
+            value,
+        )
+
     split = params.get("split") or {}
     fractions = split.get("fractions")
     if fractions is not None:

@@ -133,8 +133,10 @@ def plot_reconstructions(
     drr_sets: Mapping[str, Any],
     best_model: dict[str, Any],
     params: dict[str, Any],
-) -> dict[str, Figure]:
-    """Views, ground truth, reconstruction and error map of the first test patients."""
+) -> tuple[dict[str, Figure], Figure]:
+    """Views, ground truth, reconstruction and error map of the first test
+    patients; the first one is also the run's headline figure (at the root of
+    its artifacts, so MLflow's Compare shows runs side by side)."""
     figures = {}
     for patient in sorted(reconstructions)[: params["figures_patients"]]:
         truth: CTVolume = load_one(preprocessed_ct[patient])
@@ -146,7 +148,7 @@ def plot_reconstructions(
             load_one(reconstructions[patient]).hu,
             title=f"{patient}: {best_model['model']}, {len(drr.angles_deg)} views",
         )
-    return figures
+    return figures, figures[min(figures)]
 
 
 def plot_training_curves(

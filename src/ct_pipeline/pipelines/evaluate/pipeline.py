@@ -59,7 +59,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "best_model": "best_model",
                     "params": "params:evaluate",
                 },
-                outputs="reconstruction_figures",
+                outputs=["reconstruction_figures", "headline_figure"],
                 name="plot_reconstructions",
                 tags=["evaluation", "reporting"],
             ),
