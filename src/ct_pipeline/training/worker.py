@@ -322,7 +322,9 @@ def run_training(
     if config.compile:
         # Around DDP, so that its graph breaks at the gradient buckets; the
         # weights stay those of ``module`` (saved, validated, returned).
-        model = cast(nn.Module, torch.compile(model))
+        # Static shapes: a training run has one batch shape (the last, smaller
+        # batch recompiles once); dynamic shapes failed in Inductor on this model.
+        model = cast(nn.Module, torch.compile(model, dynamic=False))
     this_run = getattr(job.sink, "run_id", None)
     if is_main and job.sink is not None:
         job.sink.log_params(config.flat_params())
