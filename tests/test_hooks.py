@@ -59,3 +59,28 @@ def test_runs_left_running_by_a_killed_process_are_marked_killed(tmp_path):
     assert mark_killed_runs(client, host) == [runs["killed"]]
     status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
     assert status == {"killed": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING"}
+
+
+def test_the_summary_names_what_the_run_wrote(tmp_path):
+    """Issue: the closing summary should name what this run wrote (predictions for predict)."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.pipeline import node, pipeline
+
+    from ct_pipeline.datasets import CTFolderDataset
+    from ct_pipeline.hooks import written_paths
+
+    flow = pipeline(
+        [
+            node(lambda x: x, "drr", "predictions", name="a"),
+            node(lambda x: x, "predictions", "scratch", name="b"),
+        ]
+    )
+    catalog = DataCatalog(
+        {
+            "predictions": CTFolderDataset(str(tmp_path / "predictions")),
+            "scratch": MemoryDataset(),
+        }
+    )
+    assert written_paths(flow, catalog) == {
+        "predictions": str((tmp_path / "predictions").resolve())
+    }

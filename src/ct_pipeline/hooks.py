@@ -110,11 +110,28 @@ class RunOwnerHook:
             self._tagged.add(run.info.run_id)
 
 
+def written_paths(pipeline: Any, catalog: Any) -> dict[str, str]:
+    """Dataset name -> local file or folder, for every output of ``pipeline``
+    that lives on disk (memory and tracking-only datasets have no path)."""
+    written = {}
+    for name in sorted(pipeline.all_outputs()):
+        try:
+            description = catalog[name]._describe()
+        except Exception:  # not catalogued (a memory dataset): nothing on disk
+            continue
+        path = description.get("path") or description.get("filepath")
+        if path:
+            written[name] = str(Path(path).resolve())
+    return written
+
+
 class RunSummaryHook:
-    """Logs the MLflow run id, how to open the UI, and the picture folders."""
+    """Logs what the run wrote, the MLflow run id, how to open the UI, and the picture folders."""
 
     @hook_impl
-    def after_pipeline_run(self, run_params: dict[str, Any]) -> None:
+    def after_pipeline_run(
+        self, run_params: dict[str, Any], pipeline: Any = None, catalog: Any = None
+    ) -> None:
         # kedro-mlflow may already have closed its run: last_active_run still knows it.
         try:
             run = mlflow.active_run() or mlflow.last_active_run()
@@ -122,7 +139,11 @@ class RunSummaryHook:
             # The process's last run lives in another tracking store (several
             # sessions in one process, e.g. a notebook): nothing to point at.
             run = None
-        lines = [f"Pictures and tables: {REPORTING.resolve()}/"]
+        lines = []
+        if pipeline is not None and catalog is not None:
+            written = written_paths(pipeline, catalog)
+            lines += ["This run wrote:"] + [f"  {k}: {v}" for k, v in written.items()]
+        lines.append(f"Pictures and tables: {REPORTING.resolve()}/")
         if (REPORTING / "drr_previews").is_dir():
             lines.append(
                 f"  DRR previews:    {(REPORTING / 'drr_previews').resolve()}/"
