@@ -119,24 +119,29 @@ def test_sigterm_stops_the_run_cleanly_and_leaves_it_resumable(tmp_path):
             """
         )
     )
-    parent = subprocess.Popen(
-        [sys.executable, str(script)], stderr=subprocess.PIPE, text=True
-    )
+    # A file, not a pipe: the progress bars would fill an unread pipe and block.
+    log = tmp_path / "stderr.log"
+    with log.open("w") as stderr:  # the child keeps its own copy of the handle
+        parent = subprocess.Popen(
+            [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=stderr
+        )
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not list(tmp_path.rglob("last.pt")):
             time.sleep(0.5)
-        assert list(tmp_path.rglob("last.pt")), "no epoch finished"
+        assert list(tmp_path.rglob("last.pt")), (
+            "no epoch finished: " + log.read_text()[-2000:]
+        )
         workers = [
             pid
             for pid in _children(parent.pid)
             if b"spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
         ]
         parent.send_signal(signal.SIGTERM)
-        _, stderr = parent.communicate(timeout=60)
+        parent.wait(timeout=60)
         assert parent.returncode != 0
-        assert "training stopped by SIGTERM" in stderr
+        assert "training stopped by SIGTERM" in log.read_text()
         assert workers and not any(_alive(p) for p in workers)
     finally:
         for pid in [parent.pid, *workers]:
