@@ -61,20 +61,24 @@ def test_two_torchrun_nodes_train_the_single_process_weights(tiny_project, tmp_p
         *("--params", f"{per_rank};train.checkpoint_dir={tmp_path / 'nodes'}"),
     ]
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}
-    nodes = [
-        subprocess.Popen(
-            command,
-            cwd=tiny_project.path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    for node, output in zip(nodes, outputs, strict=True):
-        assert node.returncode == 0, output[-3000:]
+    # Output to files, not pipes: a pipe read only after the other node ends
+    # could fill, block its node, and so the rendezvous of both.
+    logs = [tmp_path / f"node{i}.log" for i in range(2)]
+    nodes = []
+    for log in logs:
+        with log.open("w") as out:
+            nodes.append(
+                subprocess.Popen(
+                    command,
+                    cwd=tiny_project.path,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    for node, log in zip(nodes, logs, strict=True):
+        node.wait(timeout=300)
+        assert node.returncode == 0, log.read_text()[-3000:]
     summaries = list((tmp_path / "nodes").rglob(SUMMARY))
     assert len(summaries) == 1  # rank 0 alone writes
     summary = json.loads(summaries[0].read_text())
