@@ -193,6 +193,7 @@ def test_mlflow_run_holds_reports_and_figures(tiny_project, mlflow_run):
     top = {a.path for a in client.list_artifacts(run_id)}
     assert {
         "headline_reconstruction.png",
+        "drr_views_test_patients.png",
         "training_curves.png",
         "attention_maps.png",
         "test_metrics_per_patient.csv",

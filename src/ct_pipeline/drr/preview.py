@@ -72,26 +72,40 @@ def mark_sides(axis: Axes, angle_deg: float) -> None:
         )  # fmt: skip
 
 
+def preview_figure(
+    rows: Sequence[tuple[str, np.ndarray, Sequence[float]]],
+) -> Figure:
+    """One labelled strip of views per (title, projections (V, H, W), angles)
+    row: angle, view name and side markers on every view."""
+    for title, projections, angles_deg in rows:
+        if projections.ndim != 3 or projections.shape[0] != len(angles_deg):
+            raise ValueError(
+                f"{title}: projections must be (V, H, W) with V = {len(angles_deg)} "
+                f"angles, got shape {projections.shape}"
+            )
+    views = max(projections.shape[0] for _, projections, _ in rows)
+    # A bare Figure (no pyplot): no GUI backend, no global state, nothing to close.
+    figure = Figure(figsize=(2.6 * views, 3.0 * len(rows)), layout="tight")
+    axes = figure.subplots(len(rows), views, squeeze=False)
+    for row_axes, (title, projections, angles_deg) in zip(axes, rows, strict=True):
+        for axis in row_axes[len(angles_deg) :]:
+            axis.set_axis_off()
+        for axis, image, angle in zip(row_axes, projections, angles_deg, strict=False):
+            axis.imshow(preview_image(image), cmap="gray", vmin=0, vmax=255)
+            name = view_label(float(angle))
+            label = f"{float(angle):g}°" + (f" {name}" if name else "")
+            axis.set_title(f"{title}: {label}" if len(rows) > 1 else label, fontsize=9)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            mark_sides(axis, float(angle))
+    return figure
+
+
 def preview_png_bytes(
     projections: np.ndarray, angles_deg: Sequence[float], title: str | None = None
 ) -> bytes:
     """A labelled PNG strip of the views (V, H, W): angle, view name, side markers."""
-    if projections.ndim != 3 or projections.shape[0] != len(angles_deg):
-        raise ValueError(
-            f"projections must be (V, H, W) with V = {len(angles_deg)} angles, "
-            f"got shape {projections.shape}"
-        )
-    views = projections.shape[0]
-    # A bare Figure (no pyplot): no GUI backend, no global state, nothing to close.
-    figure = Figure(figsize=(2.6 * views, 3.0), layout="tight")
-    axes = figure.subplots(1, views, squeeze=False)
-    for axis, image, angle in zip(axes[0], projections, angles_deg, strict=True):
-        axis.imshow(preview_image(image), cmap="gray", vmin=0, vmax=255)
-        name = view_label(float(angle))
-        axis.set_title(f"{float(angle):g}°" + (f" {name}" if name else ""), fontsize=9)
-        axis.set_xticks([])
-        axis.set_yticks([])
-        mark_sides(axis, float(angle))
+    figure = preview_figure([(title or "", projections, angles_deg)])
     if title:
         figure.suptitle(title, fontsize=10)
     buffer = io.BytesIO()

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet
+from ct_pipeline.drr.preview import preview_figure
 from ct_pipeline.evaluation.attention import attention_figure
 from ct_pipeline.evaluation.baseline import mean_volume
 from ct_pipeline.evaluation.figures import (
@@ -149,6 +150,19 @@ def plot_reconstructions(
             title=f"{patient}: {best_model['model']}, {len(drr.angles_deg)} views",
         )
     return figures, figures[min(figures)]
+
+
+def plot_drr_previews(
+    drr_sets: Mapping[str, Any],
+    patient_split: dict[str, list[str]],
+    params: dict[str, Any],
+) -> Figure:
+    """Every rendered view of the first test patients, read like films."""
+    rows = []
+    for patient in sorted(patient_split["test"])[: params["figures_patients"]]:
+        drr: DRRSet = load_one(drr_sets[patient])
+        rows.append((patient, drr.projections, drr.angles_deg.tolist()))
+    return preview_figure(rows)
 
 
 def plot_training_curves(

@@ -5,6 +5,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 from ct_pipeline.pipelines.evaluate.nodes import (
     describe_run,
     plot_attention_maps,
+    plot_drr_previews,
     plot_reconstructions,
     plot_training_curves,
     reconstruct_test_set,
@@ -61,6 +62,17 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 },
                 outputs=["reconstruction_figures", "headline_figure"],
                 name="plot_reconstructions",
+                tags=["evaluation", "reporting"],
+            ),
+            node(
+                plot_drr_previews,
+                inputs={
+                    "drr_sets": "drr_sets",
+                    "patient_split": "patient_split",
+                    "params": "params:evaluate",
+                },
+                outputs="drr_preview_figure",
+                name="plot_drr_previews",
                 tags=["evaluation", "reporting"],
             ),
             node(
