@@ -29,6 +29,7 @@ from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.losses import ReconstructionLoss
 from ct_pipeline.models import build_model, count_parameters
 from ct_pipeline.models.memory import enable_activation_checkpointing
+from ct_pipeline.training.worker import float_output
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,7 @@ def measure(
     def step() -> None:
         with autocast:
             output = model(inputs, angles)
-        # The loss in fp32, as the training loop computes it.
-        volume, deep = output["volume"], output["deep"]
-        total, _ = loss_fn(
-            {"volume": volume.float(), "deep": [d.float() for d in deep]}, target
-        )
+        total, _ = loss_fn(float_output(output), target)  # fp32, as in training
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()

@@ -11,6 +11,7 @@ from typing import Any
 
 import mlflow
 from kedro.framework.hooks import hook_impl
+from kedro.io import DatasetError
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -117,7 +118,7 @@ def written_paths(pipeline: Any, catalog: Any) -> dict[str, str]:
     for name in sorted(pipeline.all_outputs()):
         try:
             description = catalog[name]._describe()
-        except Exception:  # not catalogued (a memory dataset): nothing on disk
+        except DatasetError:  # not catalogued (a memory dataset): nothing on disk
             continue
         path = description.get("path") or description.get("filepath")
         if path:

@@ -43,8 +43,12 @@ def _alive(pid: int) -> bool:
     return state.split()[0] != "Z"
 
 
-def test_workers_die_with_their_parent(tmp_path):
-    """Issue: after kill -9 of the parent, both ranks trained on to the last epoch."""
+# Two ranks training "for ever": the tests stop them.
+ENDLESS = {"world_size": 2, "batch_size_per_device": 1, "epochs": 10_000}
+
+
+def _endless_training_script(tmp_path: Path) -> Path:
+    """A script that trains with ENDLESS, checkpoints under ``tmp_path / "ckpt"``."""
     script = tmp_path / "parent.py"
     script.write_text(
         textwrap.dedent(
@@ -57,12 +61,27 @@ def test_workers_die_with_their_parent(tmp_path):
             if __name__ == "__main__":  # spawned ranks re-import this file
                 volumes, drr_sets = make_patients(8)
                 split = {{"train": sorted(volumes)[:6], "val": sorted(volumes)[6:]}}
-                config = make_config({str(tmp_path / "ckpt")!r}, world_size=2,
-                                     batch_size_per_device=1, epochs=10_000)
+                config = make_config({str(tmp_path / "ckpt")!r}, **{ENDLESS!r})
                 train_model(volumes, drr_sets, split, config)
             """
         )
     )
+    return script
+
+
+def _ranks(parent_pid: int) -> list[int]:
+    """The DDP ranks among ``parent_pid``'s children (the spawn start method
+    also starts a resource tracker, which is not a rank)."""
+    return [
+        pid
+        for pid in _children(parent_pid)
+        if b"spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
+    ]
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    """Issue: after kill -9 of the parent, both ranks trained on to the last epoch."""
+    script = _endless_training_script(tmp_path)
     # Started as a shell's background job, as `kedro run &` would be (the
     # situation where orphans were seen; a direct child of this test happened
     # to take its workers down with it).
@@ -76,14 +95,8 @@ def test_workers_die_with_their_parent(tmp_path):
     try:
         deadline = time.monotonic() + 120
         workers: list[int] = []
-        # Spawned ranks are grandchildren of nothing else: the spawn start method
-        # also starts a resource tracker, which is not a rank.
         while time.monotonic() < deadline:
-            workers = [
-                pid
-                for pid in _children(parent_pid)
-                if b"spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
-            ]
+            workers = _ranks(parent_pid)
             if len(workers) == 2 and (tmp_path / "ckpt").exists():
                 break
             time.sleep(0.5)
@@ -107,24 +120,7 @@ def _checkpoints(folder: Path) -> list[Path]:
 
 def test_sigterm_stops_the_run_cleanly_and_leaves_it_resumable(tmp_path):
     """Issue: SIGTERM must stop training cleanly, leaving a resumable last.pt."""
-    script = tmp_path / "parent.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import sys
-            sys.path.insert(0, {str(Path(__file__).parents[1])!r})
-            from training_fixtures import make_config, make_patients
-            from ct_pipeline.training import train_model
-
-            if __name__ == "__main__":
-                volumes, drr_sets = make_patients(8)
-                split = {{"train": sorted(volumes)[:6], "val": sorted(volumes)[6:]}}
-                config = make_config({str(tmp_path / "ckpt")!r}, world_size=2,
-                                     batch_size_per_device=1, epochs=10_000)
-                train_model(volumes, drr_sets, split, config)
-            """
-        )
-    )
+    script = _endless_training_script(tmp_path)
     # A file, not a pipe: the progress bars would fill an unread pipe and block.
     log = tmp_path / "stderr.log"
     with log.open("w") as stderr:  # the child keeps its own copy of the handle
@@ -139,11 +135,7 @@ def test_sigterm_stops_the_run_cleanly_and_leaves_it_resumable(tmp_path):
         assert _checkpoints(tmp_path / "ckpt"), (
             "no epoch finished: " + log.read_text()[-2000:]
         )
-        workers = [
-            pid
-            for pid in _children(parent.pid)
-            if b"spawn_main" in (Path("/proc") / str(pid) / "cmdline").read_bytes()
-        ]
+        workers = _ranks(parent.pid)
         parent.send_signal(signal.SIGTERM)
         parent.wait(timeout=60)
         assert parent.returncode != 0
@@ -155,8 +147,6 @@ def test_sigterm_stops_the_run_cleanly_and_leaves_it_resumable(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
     (last,) = _checkpoints(tmp_path / "ckpt")
-    config = make_config(
-        tmp_path / "ckpt", world_size=2, batch_size_per_device=1, epochs=10_000
-    )
+    config = make_config(tmp_path / "ckpt", **ENDLESS)
     checkpoint = find_resumable(last.parent, config)
     assert checkpoint is not None and checkpoint["epoch"] >= 1

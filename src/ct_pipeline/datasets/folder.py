@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.datasets.base import LocalFileDataset
+from ct_pipeline.training.data import load_one
 
 
 def _file_dataset(dotted: str) -> type[LocalFileDataset[Any, Any]]:
@@ -24,6 +25,22 @@ def _file_dataset(dotted: str) -> type[LocalFileDataset[Any, Any]]:
     if not (isinstance(cls, type) and issubclass(cls, LocalFileDataset)):
         raise DatasetError(f"{dotted} is not a one-file dataset of this project")
     return cls
+
+
+def save_patients(
+    folder: Path,
+    data: Mapping[str, Any],
+    write: Callable[[Any, Path], None],
+    suffix: str,
+) -> None:
+    """Write every patient's value (or loader of one) as ``<patient><suffix>``
+    with ``write(value, path)``, into a staging folder that replaces ``folder``
+    only when all are written: an interrupted run keeps the previous folder
+    whole, and no patient of an older run survives."""
+    with replaced_folder(folder) as staging:
+        # Lazy values are computed here, so this is where the work shows.
+        for patient in tqdm(sorted(data), desc=f"write {folder}", unit="patient"):
+            write(load_one(data[patient]), staging / f"{patient}{suffix}")
 
 
 def _load(cls: type[LocalFileDataset[Any, Any]], path: Path) -> Any:
@@ -68,15 +85,10 @@ class PatientFolderDataset(
         }
 
     def save(self, data: Mapping[str, Any]) -> None:
-        with replaced_folder(self._path) as staging:
-            # Lazy values are computed here, so this is where the work shows.
-            for patient in tqdm(
-                sorted(data), desc=f"write {self._path}", unit="patient"
-            ):
-                value = data[patient]
-                self._dataset(str(staging / f"{patient}{self._suffix}")).save(
-                    value() if callable(value) else value
-                )
+        save_patients(self._path, data, self._write, self._suffix)
+
+    def _write(self, value: Any, path: Path) -> None:
+        self._dataset(str(path)).save(value)
 
     def _exists(self) -> bool:
         return self._path.is_dir()

@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
-from tqdm.auto import tqdm
 
-from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.ct import CTVolume, load_ct, save_ct
 from ct_pipeline.ct.dicom import is_dicom_file
 from ct_pipeline.ct.io import load_dicom_files
+from ct_pipeline.datasets.folder import save_patients
 
 logger = logging.getLogger(__name__)
 
@@ -107,19 +106,7 @@ class CTFolderDataset(
             raise DatasetError(
                 f"{self._path} is input: the pipeline never writes to it"
             )
-        # Written whole into a staging folder that replaces the old one at the
-        # end: an interrupted run keeps the previous CTs, and no patient of an
-        # older run survives.
-        with replaced_folder(self._path) as staging:
-            # Lazy values are computed here, so this is where the work shows.
-            for patient in tqdm(
-                sorted(data), desc=f"write {self._path}", unit="patient"
-            ):
-                volume = data[patient]
-                save_ct(
-                    volume() if callable(volume) else volume,
-                    staging / f"{patient}.nii.gz",
-                )
+        save_patients(self._path, data, save_ct, ".nii.gz")
 
     def _exists(self) -> bool:
         return self._path.is_dir()

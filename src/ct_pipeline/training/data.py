@@ -92,7 +92,8 @@ class ReconstructionDataset(Dataset):
     def _load(self, patient: str) -> tuple[CTVolume, DRRSet]:
         return load_one(self._volumes[patient]), load_one(self._drr_sets[patient])
 
-    def _check(self, patient: str, volume: CTVolume, drr: DRRSet) -> None:
+    def _check(self, patient: str, volume: CTVolume, drr: DRRSet) -> DRRSet:
+        """``drr``'s training views; raises, naming the patient, on a mismatch."""
         if drr.geometry != self.geometry:
             raise ValueError(
                 f"patient {patient} geometry {drr.geometry} differs from "
@@ -103,7 +104,7 @@ class ReconstructionDataset(Dataset):
                 f"patient {patient} volume shape {volume.hu.shape} differs from "
                 f"{self.patient_ids[0]}'s {self.volume_shape}"
             )
-        drr.select(self.angles_deg)  # raises, naming the view, if one was not rendered
+        return drr.select(self.angles_deg)  # raises, naming a view not rendered
 
     def check_all(self, desc: str = "check patients") -> None:
         """Read every patient once, one at a time, and check it (before training starts)."""
@@ -131,11 +132,9 @@ class ReconstructionDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         patient = self.patient_ids[index]
         volume, drr = self._load(patient)
-        self._check(patient, volume, drr)
+        selected = self._check(patient, volume, drr)
         if not self.augmentation.enabled:
-            views = np.ascontiguousarray(
-                drr.select(self.angles_deg).projections, dtype=np.float32
-            )
+            views = np.ascontiguousarray(selected.projections, dtype=np.float32)
             target = np.asarray(to_unit(volume.hu, self.hu_window), dtype=np.float32)
             return torch.from_numpy(views), torch.from_numpy(target)[None]
         views_t, moved = augmented_sample(

@@ -163,7 +163,7 @@ def _all_reduce(tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> torch.Tens
     return tensor
 
 
-def _float_output(output: Mapping[str, Any]) -> dict[str, Any]:
+def float_output(output: Mapping[str, Any]) -> dict[str, Any]:
     """fp32 copies of the network output, so the loss is computed outside autocast precision."""
     return {
         key: [t.float() for t in value]
@@ -377,7 +377,7 @@ def run_training(
             with sync:
                 with autocast():
                     output = model(views, angles)
-                total, terms = loss_fn(_float_output(output), target)
+                total, terms = loss_fn(float_output(output), target)
                 # Reduced before the check so that all ranks agree and stop together.
                 mean_loss = _all_reduce(total.detach().double().clone()) / world_size
                 if not torch.isfinite(mean_loss):

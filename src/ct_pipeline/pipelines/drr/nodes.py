@@ -91,9 +91,13 @@ def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
     return geometry, resolve_angles(params.get("num_views"), params.get("angles_deg"))
 
 
-def _rendered(ct: Callable[[], CTVolume] | CTVolume, params: dict[str, Any]) -> DRRSet:
+def _rendered(
+    ct: Callable[[], CTVolume] | CTVolume,
+    geometry: Geometry,
+    angles: list[float],
+    params: dict[str, Any],
+) -> DRRSet:
     volume = load_one(ct)
-    geometry, angles = drr_geometry(params)
     # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
     device = "cuda" if torch.cuda.is_available() else "cpu"
     projections = render_drrs(
@@ -116,9 +120,10 @@ def render_drr_sets(
     preprocessed_ct: Mapping[str, Callable[[], CTVolume]], params: dict[str, Any]
 ) -> dict[str, Callable[[], DRRSet]]:
     """Cone-beam (or parallel) line-integral DRRs of every patient (lazily, per patient)."""
-    drr_geometry(params)  # a bad geometry fails here, before any patient is read
+    # Resolved once, here: a bad geometry fails before any patient is read.
+    geometry, angles = drr_geometry(params)
     return {
-        patient: partial(_rendered, preprocessed_ct[patient], params)
+        patient: partial(_rendered, preprocessed_ct[patient], geometry, angles, params)
         for patient in sorted(preprocessed_ct)
     }
 
