@@ -29,7 +29,7 @@ from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.losses import ReconstructionLoss
 from ct_pipeline.models import build_model, count_parameters
 from ct_pipeline.models.memory import enable_activation_checkpointing
-from ct_pipeline.training.worker import float_output
+from ct_pipeline.training.loop import float_output
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,17 @@ def main() -> None:
     parser.add_argument("--data", default="data")
     parser.add_argument("--rotate-deg", type=float, default=0.0)
     parser.add_argument("--shift-mm", type=float, default=0.0)
+    parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        help="also score an exponential moving average of the weights (this decay)",
+    )
+    parser.add_argument(
+        "--score-train",
+        action="store_true",
+        help="also score the training patients (the generalisation gap)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(2)
 
@@ -90,8 +101,8 @@ def main() -> None:
     model = build_model(
         args.model,
         train.geometry,
-        train.volume_size,
-        train.voxel_mm,
+        train.grid.size,
+        train.grid.spacing_mm,
         args.views,
         **json.loads(args.override),
     )
@@ -100,6 +111,9 @@ def main() -> None:
     loss_fn = ReconstructionLoss(weights=weights)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
     angle_t = train.angles_tensor()
+    ema = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema)
+    )
     gen = torch.Generator().manual_seed(args.seed)
     started = time.perf_counter()
     steps, elapsed = 0, 0.0
@@ -133,20 +147,19 @@ def main() -> None:
             total.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            if args.ema:
+                ema.update_parameters(model)
             steps += 1
     train_s = time.perf_counter() - started
-    model.eval()
-    rows = []
-    with torch.no_grad():
-        for i in range(len(test)):
-            views, target = test[i]
-            pred = model(views[None], angle_t)["volume"][0, 0]
-            m = evaluate_volume(
-                pred.numpy(), target[0].numpy(), to_hu(target[0].numpy())
-            )
-            m["psnr_3d_check"] = psnr_3d(pred, target[0])
-            rows.append(m)
-    means = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    scores = {"": score(model, test, angle_t)}
+    if args.ema:
+        scores["ema_"] = score(ema.module, test, angle_t)
+    if args.score_train:
+        plain = ReconstructionDataset(vols, drrs, split["train"], angles)
+        scores["train_"] = score(model, plain, angle_t)
+    means = {
+        prefix + k: v for prefix, values in scores.items() for k, v in values.items()
+    }
     print(
         json.dumps(
             {
@@ -165,6 +178,24 @@ def main() -> None:
             }
         )
     )
+
+
+def score(
+    model: torch.nn.Module, data: ReconstructionDataset, angle_t: torch.Tensor
+) -> dict[str, float]:
+    """Mean metrics of ``model`` over every patient of ``data``."""
+    model.eval()
+    rows = []
+    with torch.no_grad():
+        for i in range(len(data)):
+            views, target = data[i]
+            pred = model(views[None], angle_t)["volume"][0, 0]
+            m = evaluate_volume(
+                pred.numpy(), target[0].numpy(), to_hu(target[0].numpy())
+            )
+            m["psnr_3d_check"] = psnr_3d(pred, target[0])
+            rows.append(m)
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
 
 
 if __name__ == "__main__":

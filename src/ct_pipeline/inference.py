@@ -1,103 +1,129 @@
 """Reconstruct CT volumes from DRR sets with a trained model; no ground truth needed.
 
-A trained model travels as a *bundle*: a dict of plain types and tensors
-(weights, model name and overrides, imaging geometry, volume grid, views and
-HU window), so it loads with ``torch.load(weights_only=True)`` and rebuilds
-the exact network that was trained.
+A trained model travels as a ``ModelBundle``: weights, model name and
+overrides, imaging geometry, cube grid, views and HU window. On disk it is a
+dict of plain types and tensors, so it loads with
+``torch.load(weights_only=True)`` and rebuilds the exact network that was
+trained.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ct_pipeline.ct import CTVolume
+from ct_pipeline.atomic import atomic_path
+from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.metrics import to_hu
-from ct_pipeline.models import build_model
+from ct_pipeline.models import build_model, count_parameters
 
 
-def make_bundle(
-    state_dict: Mapping[str, torch.Tensor],
-    model: str,
-    model_overrides: Mapping[str, Any],
-    geometry: Geometry,
-    volume_size: int,
-    spacing_mm: float,
-    angles_deg: Sequence[float],
-    hu_window: Sequence[float],
-    trained_in_run: str | None = None,
-) -> dict[str, Any]:
-    """The weights with everything that rebuilds and labels them.
+@dataclass(frozen=True)
+class ModelBundle:
+    """Trained weights with everything that rebuilds and labels them.
 
-    ``trained_in_run`` is the tracking run that trained them, if any: runs that
-    score or use the bundle later are tagged with it.
+    ``grid`` is the cube the network predicts, centred on the isocentre (a
+    prediction moves it to its DRR set's isocentre). ``trained_in_run`` is the
+    tracking run that trained the weights, if any: runs that score or use the
+    bundle later are tagged with it.
     """
-    return {
-        "state_dict": dict(state_dict),
-        "model": model,
-        "model_overrides": dict(model_overrides),
-        "geometry": geometry.to_dict(),
-        "volume_size": int(volume_size),
-        "spacing_mm": float(spacing_mm),
-        "angles_deg": [float(a) for a in angles_deg],
-        "hu_window": [float(v) for v in hu_window],
-        "trained_in_run": trained_in_run,
-    }
 
+    state_dict: Mapping[str, torch.Tensor]
+    model: str
+    model_overrides: Mapping[str, Any]
+    geometry: Geometry
+    grid: CubeGrid
+    angles_deg: tuple[float, ...]
+    hu_window: tuple[float, float]
+    trained_in_run: str | None = None
 
-def load_bundle(bundle: Mapping[str, Any]) -> nn.Module:
-    """The trained network of ``bundle``, in eval mode on the CPU."""
-    network = build_model(
-        bundle["model"],
-        Geometry.from_dict(bundle["geometry"]),
-        bundle["volume_size"],
-        bundle["spacing_mm"],
-        len(bundle["angles_deg"]),
-        **bundle["model_overrides"],
-    )
-    network.load_state_dict(bundle["state_dict"])
-    return network.eval()
+    @property
+    def num_views(self) -> int:
+        return len(self.angles_deg)
 
+    @property
+    def n_parameters(self) -> int:
+        return count_parameters(self.network())
 
-def volume_affine(
-    isocentre_mm: np.ndarray, volume_size: int, spacing_mm: float
-) -> np.ndarray:
-    """RAS+ affine of the cube the network predicts: centred on the isocentre.
+    def network(self) -> nn.Module:
+        """The trained network, in eval mode on the CPU."""
+        network = build_model(
+            self.model,
+            self.geometry,
+            self.grid.size,
+            self.grid.spacing_mm,
+            self.num_views,
+            **self.model_overrides,
+        )
+        network.load_state_dict(self.state_dict)
+        return network.eval()
 
-    Equals the preprocessed CT's affine, whose centre is the isocentre by
-    construction, so a prediction overlays its ground truth.
-    """
-    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
-    affine[:3, 3] = (
-        np.asarray(isocentre_mm, dtype=np.float64) - (volume_size - 1) / 2 * spacing_mm
-    )
-    return affine
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types and tensors: loads with ``torch.load(weights_only=True)``."""
+        return {
+            "state_dict": dict(self.state_dict),
+            "model": self.model,
+            "model_overrides": dict(self.model_overrides),
+            "geometry": self.geometry.to_dict(),
+            "volume_size": self.grid.size,
+            "spacing_mm": self.grid.spacing_mm,
+            "angles_deg": list(self.angles_deg),
+            "hu_window": list(self.hu_window),
+            "trained_in_run": self.trained_in_run,
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Written atomically: a crash mid-write leaves the previous file whole."""
+        with atomic_path(path) as tmp:
+            torch.save(self.to_dict(), tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ModelBundle:
+        """Read with ``weights_only=True``: a file from elsewhere cannot run code."""
+        return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelBundle:
+        low, high = data["hu_window"]
+        return cls(
+            state_dict=dict(data["state_dict"]),
+            model=str(data["model"]),
+            model_overrides=dict(data["model_overrides"]),
+            geometry=Geometry.from_dict(data["geometry"]),
+            grid=CubeGrid(int(data["volume_size"]), float(data["spacing_mm"])),
+            angles_deg=tuple(float(a) for a in data["angles_deg"]),
+            hu_window=(float(low), float(high)),
+            trained_in_run=data.get("trained_in_run"),
+        )
 
 
 @torch.no_grad()
-def reconstruct(
-    network: nn.Module, bundle: Mapping[str, Any], drr_set: DRRSet
-) -> CTVolume:
-    """The HU volume (RAS+, true affine) reconstructed from the views the model knows."""
-    geometry = Geometry.from_dict(bundle["geometry"])
-    if drr_set.geometry != geometry:
+def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTVolume:
+    """The HU volume (RAS+, true affine) reconstructed from the views the model knows.
+
+    ``network`` is ``bundle.network()``, built once by a caller that
+    reconstructs many patients.
+    """
+    if drr_set.geometry != bundle.geometry:
         raise ValueError(
-            f"DRR set geometry {drr_set.geometry} differs from the model's {geometry}"
+            f"DRR set geometry {drr_set.geometry} differs from the model's {bundle.geometry}"
         )
-    views = drr_set.select(bundle["angles_deg"])
+    views = drr_set.select(bundle.angles_deg)
     output = network(
         torch.from_numpy(views.projections)[None],
         torch.as_tensor(views.angles_deg, dtype=torch.float32),
     )
     unit = output["volume"][0, 0].float().numpy()
+    # The preprocessed CT's grid is centred on the isocentre by construction,
+    # so a prediction overlays its ground truth.
     return CTVolume(
-        hu=to_hu(unit, bundle["hu_window"]).astype(np.float32),
-        affine=volume_affine(
-            drr_set.isocentre_mm, bundle["volume_size"], bundle["spacing_mm"]
-        ),
+        hu=to_hu(unit, bundle.hu_window).astype(np.float32),
+        affine=bundle.grid.centred(drr_set.isocentre_mm).affine,
     )

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from kedro.io import DatasetError
 
-from ct_pipeline.ct import CTVolume, save_ct
+from ct_pipeline.ct import CTVolume, CubeGrid, save_ct
 from ct_pipeline.datasets import (
     CTFolderDataset,
     DRRSetDataset,
+    ModelBundleDataset,
     PngDataset,
-    TorchDataset,
 )
 from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.inference import ModelBundle
 
 
 def _volume() -> CTVolume:
@@ -93,22 +96,37 @@ def test_empty_raw_folder_loads_as_nothing(tmp_path):
     assert CTFolderDataset(str(tmp_path)).load() == {}
 
 
-def test_png_and_torch_datasets_round_trip(tmp_path):
+def _bundle(**changes) -> ModelBundle:
+    bundle = ModelBundle(
+        state_dict={"w": torch.arange(3.0)},
+        model="tiny",
+        model_overrides={"swin": False},
+        geometry=Geometry(detector_px=(16, 16)),
+        grid=CubeGrid(16, 24.0),
+        angles_deg=(0.0, 90.0),
+        hu_window=(-1024.0, 1500.0),
+        trained_in_run="abc",
+    )
+    return dataclasses.replace(bundle, **changes)
+
+
+def test_png_and_model_bundle_datasets_round_trip(tmp_path):
     png = PngDataset(str(tmp_path / "a.png"))
     png.save(b"\x89PNG fake")
     assert png.load() == b"\x89PNG fake"
-    state = {"weights": torch.arange(3.0), "epoch": 4, "name": "tiny"}
-    checkpoint = TorchDataset(str(tmp_path / "m.pt"))
-    checkpoint.save(state)
-    loaded = checkpoint.load()
-    assert loaded["epoch"] == 4 and loaded["name"] == "tiny"
-    torch.testing.assert_close(loaded["weights"], state["weights"])
+    dataset = ModelBundleDataset(str(tmp_path / "m.pt"))
+    dataset.save(_bundle())
+    loaded = dataset.load()
+    assert dataclasses.replace(loaded, state_dict={}) == _bundle(state_dict={})
+    torch.testing.assert_close(loaded.state_dict["w"], torch.arange(3.0))
+    # Plain types on disk: a weights-only load reads it.
+    assert torch.load(tmp_path / "m.pt", weights_only=True)["volume_size"] == 16
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path):
-    checkpoint = TorchDataset(str(tmp_path / "m.pt"))
-    checkpoint.save({"epoch": 1})
+    dataset = ModelBundleDataset(str(tmp_path / "m.pt"))
+    dataset.save(_bundle(trained_in_run="first"))
     with pytest.raises(Exception):  # noqa: B017 - any pickling error will do
-        checkpoint.save({"epoch": 2, "bad": lambda: None})
-    assert checkpoint.load() == {"epoch": 1}
+        dataset.save(_bundle(model_overrides={"bad": lambda: None}))
+    assert dataset.load().trained_in_run == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]

@@ -57,3 +57,25 @@ def test_params_already_in_the_run_are_kept_not_fatal(mlflow_run, caplog):
     params = client.get_run(run_id).data.params
     assert params == {"train.hu_window": "[-1000, 1500]", "train.lr": "0.002"}
     assert "keeps its earlier values" in caplog.text
+
+
+def test_figures_of_an_earlier_run_do_not_survive_a_rerun(mlflow_run, tmp_path):
+    import mlflow
+    from matplotlib.figure import Figure
+
+    from ct_pipeline.datasets import MlflowFiguresDataset
+
+    uri, client, run_id = mlflow_run
+    folder = tmp_path / "figures"
+    dataset = MlflowFiguresDataset(str(folder), artifact_path="figs")
+    dataset.save({"patient_a": Figure(figsize=(1, 1)), "patient_b": Figure()})
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            dataset.save({"patient_c": Figure(figsize=(1, 1))})
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert sorted(p.name for p in folder.iterdir()) == ["patient_c.png"]
+    logged = client.list_artifacts(run_id, "figs")
+    assert [a.path for a in logged] == ["figs/patient_c.png"]

@@ -92,14 +92,14 @@ def test_patient_split_is_disjoint_and_covers_every_patient(tiny_project):
 def test_best_model_loads_weights_only_and_rebuilds_the_network(tiny_project):
     import torch
 
-    from ct_pipeline.inference import load_bundle
+    from ct_pipeline.inference import ModelBundle
 
-    bundle = torch.load(
-        tiny_project.data / "06_models/best_model.pt", weights_only=True
+    bundle = ModelBundle.from_dict(
+        torch.load(tiny_project.data / "06_models/best_model.pt", weights_only=True)
     )
-    assert bundle["model"] == tiny_project.params["train"]["model"]
-    assert bundle["volume_size"] == _volume_size(tiny_project)
-    network = load_bundle(bundle)
+    assert bundle.model == tiny_project.params["train"]["model"]
+    assert bundle.grid.size == _volume_size(tiny_project)
+    network = bundle.network()
     assert not network.training
 
 

@@ -17,8 +17,8 @@ from ct_pipeline.pipelines.torchrun import (
 )
 from ct_pipeline.training import TrainConfig, train_model
 from ct_pipeline.training.checkpoint import load_checkpoint
-from ct_pipeline.training.loop import free_port
-from ct_pipeline.training.worker import build_model_from_config
+from ct_pipeline.training.distributed import free_port
+from ct_pipeline.training.job import build_model_from_config
 from training_fixtures import make_config, make_patients
 
 

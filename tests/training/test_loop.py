@@ -11,7 +11,7 @@ import torch
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.training import NonFiniteLossError, train_model
 from ct_pipeline.training.checkpoint import load_checkpoint
-from ct_pipeline.training.worker import build_model_from_config
+from ct_pipeline.training.job import build_model_from_config
 from training_fixtures import (
     dying_loss,
     make_config,
@@ -310,7 +310,7 @@ def test_history_values_are_finite(ddp_and_single):
 
 
 def test_epoch_line_is_one_readable_line():
-    from ct_pipeline.training.worker import epoch_line
+    from ct_pipeline.training.loop import epoch_line
 
     record = {
         "epoch": 3,

@@ -14,6 +14,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.io import AIR_HU
 from ct_pipeline.ct.volume import CTVolume
 
@@ -36,8 +37,7 @@ def preprocess_ct(
     if volume_size < 1:
         raise ValueError(f"volume_size must be >= 1, got {volume_size}")
     centre = body_centre_mm(ct, body_threshold_hu)
-    out_affine = np.diag([target_spacing_mm] * 3 + [1.0])
-    out_affine[:3, 3] = centre - target_spacing_mm * (volume_size - 1) / 2.0
+    out_affine = CubeGrid(volume_size, target_spacing_mm, tuple(centre)).affine
     # Output voxel -> input voxel: inv(A_in) @ A_out, affine in index space.
     out_to_in = np.linalg.solve(ct.affine, out_affine)
     source, out_to_in = _antialiased_source(

@@ -1,8 +1,8 @@
-"""Custom Kedro datasets: folders of CT volumes, DRR sets, PNGs, torch
-files, and the MLflow connectors (metric sink, run tags, figure folders)."""
+"""Custom Kedro datasets: folders of CT volumes, DRR sets, PNGs, model
+bundles, and the MLflow connectors (metric sink, run tags, figure folders)."""
 
 from ct_pipeline.datasets.drrset import DRRSetDataset
-from ct_pipeline.datasets.files import PngDataset, TorchDataset
+from ct_pipeline.datasets.files import ModelBundleDataset, PngDataset
 from ct_pipeline.datasets.folder import PatientFolderDataset
 from ct_pipeline.datasets.nifti import CTFolderDataset
 from ct_pipeline.datasets.tracking import (
@@ -18,8 +18,8 @@ __all__ = [
     "MlflowFiguresDataset",
     "MlflowRunsDataset",
     "MlflowTagsDataset",
+    "ModelBundleDataset",
     "PatientFolderDataset",
     "PngDataset",
     "CTFolderDataset",
-    "TorchDataset",
 ]

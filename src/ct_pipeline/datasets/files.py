@@ -1,12 +1,10 @@
-"""Kedro datasets for plain files: PNG bytes and torch state dicts."""
+"""Kedro datasets for plain files: PNG bytes and trained model bundles."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from ct_pipeline.atomic import write_bytes_atomic
 from ct_pipeline.datasets.base import LocalFileDataset
-from ct_pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from ct_pipeline.inference import ModelBundle
 
 
 class PngDataset(LocalFileDataset[bytes, bytes]):
@@ -19,15 +17,15 @@ class PngDataset(LocalFileDataset[bytes, bytes]):
         write_bytes_atomic(self._filepath, data)
 
 
-class TorchDataset(LocalFileDataset[dict[str, Any], dict[str, Any]]):
-    """A dict of tensors and plain values (a checkpoint or a state dict).
+class ModelBundleDataset(LocalFileDataset[ModelBundle, ModelBundle]):
+    """A trained model (``ct_pipeline.inference.ModelBundle``) in a ``.pt`` file.
 
-    Read and written exactly like training checkpoints: atomically, and loaded
-    with ``weights_only=True`` so a file from elsewhere cannot run code.
+    Written atomically; loaded with ``weights_only=True`` so a file from
+    elsewhere cannot run code.
     """
 
-    def load(self) -> dict[str, Any]:
-        return load_checkpoint(self._filepath)
+    def load(self) -> ModelBundle:
+        return ModelBundle.load(self._filepath)
 
-    def save(self, data: dict[str, Any]) -> None:
-        save_checkpoint(self._filepath, data)
+    def save(self, data: ModelBundle) -> None:
+        data.save(self._filepath)

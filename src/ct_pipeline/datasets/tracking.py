@@ -15,7 +15,7 @@ from typing import Any
 import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
-from ct_pipeline.atomic import atomic_path
+from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
 from ct_pipeline.training.sink import MetricSink
 
@@ -114,10 +114,13 @@ class MlflowFiguresDataset(AbstractDataset[dict[str, Any], None]):
         )
 
     def save(self, data: dict[str, Any]) -> None:
-        self._path.mkdir(parents=True, exist_ok=True)
-        for name, figure in data.items():
-            with atomic_path(self._path / f"{name}.png") as tmp:
-                figure.savefig(tmp, dpi=self._dpi, bbox_inches="tight")
+        # The folder is replaced whole: a figure of an earlier run (another
+        # patient) never survives to be logged with this one.
+        with replaced_folder(self._path) as staging:
+            for name, figure in data.items():
+                figure.savefig(
+                    staging / f"{name}.png", dpi=self._dpi, bbox_inches="tight"
+                )
         if mlflow.active_run() is not None:
             mlflow.log_artifacts(str(self._path), self._artifact_path)
 

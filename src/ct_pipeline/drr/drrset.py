@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ class DRRSet:
         if self.angles_deg.shape != (views,):
             raise ValueError(f"need {views} angles, got shape {self.angles_deg.shape}")
 
-    def select(self, angles_deg: list[float]) -> DRRSet:
+    def select(self, angles_deg: Sequence[float]) -> DRRSet:
         """The subset of views at ``angles_deg`` (each must have been rendered)."""
         index = []
         for angle in angles_deg:

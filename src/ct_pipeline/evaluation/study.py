@@ -24,8 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ct_pipeline.ct.volume import CTVolume
-from ct_pipeline.drr.drrset import DRRSet
-from ct_pipeline.inference import load_bundle, reconstruct
+from ct_pipeline.inference import reconstruct
 from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import count_parameters
@@ -156,12 +155,8 @@ def run_variant(
     started = time.perf_counter()
     result = train_model(dict(volumes), dict(drr_sets), dict(split), config, sink=sink)
     train_s = time.perf_counter() - started
-    first = split["train"][0]
-    first_drr: DRRSet = load_one(drr_sets[first])
-    bundle = trained_bundle(
-        result, config, load_one(volumes[first]), first_drr.geometry
-    )
-    network = load_bundle(bundle)
+    bundle = trained_bundle(result, config)
+    network = bundle.network()
     scores = []
     for patient in sorted(split["test"]):
         truth: CTVolume = load_one(volumes[patient])

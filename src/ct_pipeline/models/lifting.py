@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, project_points
 
 
 def voxel_centres_mm(size: int, spacing_mm: float) -> torch.Tensor:
     """(size^3, 3) RAS+ mm offsets from the isocentre, in (i, j, k) C order."""
-    axis = (torch.arange(size, dtype=torch.float64) - (size - 1) / 2) * spacing_mm
+    axis = torch.from_numpy(CubeGrid(size, spacing_mm).axis_mm())
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
     return grid.reshape(-1, 3)
 

@@ -22,9 +22,9 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.phantoms.shapes import (
-    Grid,
     PatientFrame,
     ellipsoid,
     render_tubes,
@@ -104,7 +104,7 @@ def chest_phantom_with_labels(
             f"need size_vox >= 2 and spacing_mm > 0, got {size_vox}, {spacing_mm}"
         )
     rng = np.random.default_rng(seed)
-    grid = Grid(size_vox, spacing_mm)
+    grid = CubeGrid(size_vox, spacing_mm)
     frame = PatientFrame(
         yaw_deg=_u(rng, -6.0, 6.0), shift_mm=rng.uniform([-8, -8, -10], [8, 8, 10])
     )
@@ -477,7 +477,7 @@ def _paint_bone(labels: np.ndarray, bone: np.ndarray, spacing_mm: float) -> None
     labels[core] = Tissue.TRABECULAR
 
 
-def _vessel_fraction(grid: Grid, frame: PatientFrame, torso: Torso) -> np.ndarray:
+def _vessel_fraction(grid: CubeGrid, frame: PatientFrame, torso: Torso) -> np.ndarray:
     """Fraction of each voxel filled by pulmonary vessels (partial volume)."""
     points = np.concatenate([pts for pts, _ in torso.trees])
     radii = np.concatenate([r for _, r in torso.trees])
@@ -497,7 +497,9 @@ def _vessel_fraction(grid: Grid, frame: PatientFrame, torso: Torso) -> np.ndarra
     return np.clip(total, 0.0, 1.0)
 
 
-def _lung_texture(rng: np.random.Generator, p, torso: Torso, grid: Grid) -> np.ndarray:
+def _lung_texture(
+    rng: np.random.Generator, p, torso: Torso, grid: CubeGrid
+) -> np.ndarray:
     """Parenchyma: smooth noise plus the gravity gradient (dependent lung denser)."""
     noise = rng.standard_normal((grid.size,) * 3, dtype=np.float32)
     noise = ndimage.gaussian_filter(noise, sigma=max(0.7, 3.0 / grid.spacing_mm))

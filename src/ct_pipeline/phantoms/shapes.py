@@ -1,4 +1,4 @@
-"""Geometry helpers for procedural phantoms: the voxel grid, the patient frame,
+"""Geometry helpers for procedural phantoms: the patient frame on a cube grid,
 ellipsoids, tubes along polylines and point splats (all numpy-vectorised)."""
 
 from __future__ import annotations
@@ -8,24 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-
-@dataclass(frozen=True)
-class Grid:
-    """A cube of ``size`` voxels at ``spacing_mm``, RAS+ axes, centred on world 0."""
-
-    size: int
-    spacing_mm: float
-
-    @property
-    def affine(self) -> np.ndarray:
-        affine = np.diag([self.spacing_mm] * 3 + [1.0])
-        affine[:3, 3] = -self.spacing_mm * (self.size - 1) / 2.0
-        return affine
-
-    def axis_mm(self) -> np.ndarray:
-        return (
-            (np.arange(self.size) - (self.size - 1) / 2.0) * self.spacing_mm
-        ).astype(np.float32)
+from ct_pipeline.ct.grid import CubeGrid
 
 
 @dataclass(frozen=True)
@@ -45,12 +28,12 @@ class PatientFrame:
         c, s = np.cos(np.deg2rad(self.yaw_deg)), np.sin(np.deg2rad(self.yaw_deg))
         return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
-    def coords(self, grid: Grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def coords(self, grid: CubeGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Patient-frame x (R), y (A), z (S) in mm of every voxel.
 
         Shapes (n, n, 1), (n, n, 1), (1, 1, n): they broadcast to the grid.
         """
-        axis = grid.axis_mm()
+        axis = grid.axis_mm().astype(np.float32)
         dx = (axis - np.float32(self.shift_mm[0]))[:, None, None]
         dy = (axis - np.float32(self.shift_mm[1]))[None, :, None]
         z = (axis - np.float32(self.shift_mm[2]))[None, None, :]
@@ -58,7 +41,7 @@ class PatientFrame:
         # p = R^T (world - shift)
         return r[0, 0] * dx + r[1, 0] * dy, r[0, 1] * dx + r[1, 1] * dy, z
 
-    def to_index(self, points_mm: np.ndarray, grid: Grid) -> np.ndarray:
+    def to_index(self, points_mm: np.ndarray, grid: CubeGrid) -> np.ndarray:
         """Patient-frame points (m, 3) -> fractional voxel indices (m, 3)."""
         world = points_mm @ self.rotation.T + self.shift_mm
         return (world - grid.affine[:3, 3]) / grid.spacing_mm
@@ -96,7 +79,7 @@ def densify(polyline: np.ndarray, step_mm: float) -> np.ndarray:
 
 
 def render_tubes(
-    grid: Grid,
+    grid: CubeGrid,
     frame: PatientFrame,
     tubes: list[tuple[np.ndarray, float, int, float]],
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +112,9 @@ def render_tubes(
     return out, near & (clearance[tube_id] > 0)
 
 
-def splat(grid: Grid, frame: PatientFrame, points_mm: np.ndarray, weights: np.ndarray):
+def splat(
+    grid: CubeGrid, frame: PatientFrame, points_mm: np.ndarray, weights: np.ndarray
+):
     """Sum ``weights`` of patient-frame points into their nearest voxels."""
     index = np.rint(frame.to_index(points_mm, grid)).astype(int)
     keep = np.all((index >= 0) & (index < grid.size), axis=1)

@@ -30,12 +30,9 @@ from ct_pipeline.atomic import atomic_path
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
 from ct_pipeline.pipelines.runtime_params import parse_runtime_params
 from ct_pipeline.training.config import TrainConfig
-from ct_pipeline.training.worker import (
-    TrainJob,
-    TrainResult,
-    cpu_share,
-    distributed_worker,
-)
+from ct_pipeline.training.distributed import cpu_share, distributed_worker
+from ct_pipeline.training.job import TrainJob, TrainResult
+from ct_pipeline.training.loop import run_training
 
 logger = logging.getLogger(__name__)
 # Written by rank 0 beside last.pt when training ends.
@@ -78,10 +75,9 @@ def run_under_torchrun(
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     torch.set_num_threads(cpu_share(local_world_size))
     config = config.replace(world_size=world_size)
-    backend = config.resolve_backend(config.resolve_device(local_world_size))
     job = TrainJob(volumes, drr_sets, split, config, sink if rank == 0 else None)
     return distributed_worker(
-        rank, world_size, local_rank, job, backend, "env://", None, local_world_size
+        run_training, job, rank, local_rank, local_world_size, "env://", None
     )
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -158,8 +159,8 @@ class TrainConfig:
         object.__setattr__(self, "hu_window", window)
         if self.angles_deg is not None:
             object.__setattr__(self, "angles_deg", [float(a) for a in self.angles_deg])
-        # Raises on a missing or inconsistent view choice.
-        resolve_angles(self.num_views, self.angles_deg)
+        # Raises on a missing or inconsistent view choice, before anything runs.
+        _ = self.angles
         object.__setattr__(self, "model_overrides", dict(self.model_overrides or {}))
         object.__setattr__(
             self, "augment", Augmentation.from_dict(self.augment).to_dict()
@@ -190,9 +191,11 @@ class TrainConfig:
         """Samples per optimiser step over all ranks."""
         return self.batch_size_per_device * self.world_size * self.grad_accum_steps
 
-    @property
-    def angles(self) -> list[float]:
-        return resolve_angles(self.num_views, self.angles_deg)
+    @cached_property
+    def angles(self) -> tuple[float, ...]:
+        """The view angles the model learns from: num_views / angles_deg resolved
+        once (cached_property writes the instance dict, so frozen is no obstacle)."""
+        return tuple(resolve_angles(self.num_views, self.angles_deg))
 
     def flat_params(
         self, prefix: str = "train"

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ct_pipeline.ct.grid import ORIGIN_MM, CubeGrid
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.drr.geometry import Geometry
@@ -76,15 +77,9 @@ class ReconstructionDataset(Dataset):
         first = self.patient_ids[0]
         volume, drr = self._load(first)
         self.geometry: Geometry = drr.geometry
-        self.volume_shape = volume.hu.shape
-        self.spacing_mm = volume.spacing_mm
+        # The network's grid: the patient's cube, centred on the isocentre.
+        self.grid = CubeGrid.of(volume, f"patient {first}'s volume").centred(ORIGIN_MM)
         self.mu_water_per_mm = drr.mu_water_per_mm
-        if len(set(self.volume_shape)) != 1:
-            raise ValueError(f"volumes must be cubes, got shape {self.volume_shape}")
-        if not np.allclose(self.spacing_mm, self.spacing_mm[0], rtol=1e-4):
-            raise ValueError(
-                f"volumes must have isotropic spacing, got {self.spacing_mm} mm"
-            )
         self._check(first, volume, drr)
         self.augmentation = augmentation or Augmentation()
         self.seed, self.epoch = seed, 0
@@ -99,10 +94,10 @@ class ReconstructionDataset(Dataset):
                 f"patient {patient} geometry {drr.geometry} differs from "
                 f"{self.patient_ids[0]}'s {self.geometry}"
             )
-        if volume.hu.shape != self.volume_shape:
+        if volume.hu.shape != (self.grid.size,) * 3:
             raise ValueError(
                 f"patient {patient} volume shape {volume.hu.shape} differs from "
-                f"{self.patient_ids[0]}'s {self.volume_shape}"
+                f"{self.patient_ids[0]}'s {(self.grid.size,) * 3}"
             )
         return drr.select(self.angles_deg)  # raises, naming a view not rendered
 
@@ -110,14 +105,6 @@ class ReconstructionDataset(Dataset):
         """Read every patient once, one at a time, and check it (before training starts)."""
         for patient in tqdm(self.patient_ids, desc=desc, unit="patient"):
             self._check(patient, *self._load(patient))
-
-    @property
-    def volume_size(self) -> int:
-        return int(self.volume_shape[0])
-
-    @property
-    def voxel_mm(self) -> float:
-        return float(self.spacing_mm[0])
 
     def angles_tensor(self) -> torch.Tensor:
         return torch.tensor(self.angles_deg, dtype=torch.float32)
@@ -139,7 +126,7 @@ class ReconstructionDataset(Dataset):
             return torch.from_numpy(views), torch.from_numpy(target)[None]
         views_t, moved = augmented_sample(
             torch.from_numpy(np.asarray(volume.hu, dtype=np.float32)),
-            self.voxel_mm,
+            self.grid.spacing_mm,
             self.geometry,
             self.angles_deg,
             self.mu_water_per_mm,

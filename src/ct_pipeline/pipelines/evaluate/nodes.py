@@ -21,9 +21,9 @@ from ct_pipeline.evaluation.figures import (
     training_curves_figure,
 )
 from ct_pipeline.evaluation.report import per_patient_table, summary
-from ct_pipeline.inference import load_bundle
+from ct_pipeline.inference import ModelBundle
 from ct_pipeline.metrics import evaluate_volume, to_unit
-from ct_pipeline.models import attention_maps, count_parameters
+from ct_pipeline.models import attention_maps
 from ct_pipeline.pipelines.partitions import iter_partitions, load_one, load_partitions
 from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
 from ct_pipeline.training.bundle import run_name
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def reconstruct_test_set(
     drr_sets: Mapping[str, Any],
-    best_model: dict[str, Any],
+    best_model: ModelBundle,
     patient_split: dict[str, list[str]],
 ) -> dict[str, CTVolume]:
     return reconstruct_volumes(drr_sets, best_model, patient_split["test"])
@@ -57,14 +57,14 @@ def score_test_set(
     reconstructions: Mapping[str, Any],
     preprocessed_ct: Mapping[str, Any],
     patient_split: dict[str, list[str]],
-    best_model: dict[str, Any],
+    best_model: ModelBundle,
 ) -> pd.DataFrame:
     """Per-patient metrics of the model and of the training-mean-volume baseline.
 
     One table, a row per (patient, method): the baseline is the volume a model
     that ignored its input would predict; a model must beat it to have learned.
     """
-    hu_window = tuple(best_model["hu_window"])
+    hu_window = best_model.hu_window
     truths = load_partitions(
         {p: preprocessed_ct[p] for p in patient_split["test"]}, desc="ground truth"
     )
@@ -77,7 +77,7 @@ def score_test_set(
     )
     baseline = mean_volume(to_unit(ct.hu, hu_window) for _, ct in train_volumes)
     tables = {
-        best_model["model"]: _score(predictions, truths, hu_window),
+        best_model.model: _score(predictions, truths, hu_window),
         "mean_volume": _score({p: baseline for p in truths}, truths, hu_window),
     }
     return pd.concat(tables, names=["method"]).reset_index()
@@ -85,13 +85,13 @@ def score_test_set(
 
 def summarise_metrics(
     test_metrics_table: pd.DataFrame,
-    best_model: dict[str, Any],
+    best_model: ModelBundle,
     unet_runs: list[dict[str, Any]],
 ) -> tuple[dict[str, dict[str, float]], pd.DataFrame]:
     """Means for MLflow (``test/*`` for the model, ``baseline_mean/*``, ``baseline_unet/*``)
     and a comparison table, one row per method."""
     means = test_metrics_table.drop(columns="patient_id").groupby("method").mean()
-    model_name = best_model["model"]
+    model_name = best_model.model
     metrics = summary(means.loc[[model_name]], prefix="test")
     metrics |= summary(means.loc[["mean_volume"]], prefix="baseline_mean")
     comparison = means.copy()
@@ -114,10 +114,10 @@ def summarise_metrics(
 
 
 def _matching_unet_run(
-    runs: list[dict[str, Any]], best_model: dict[str, Any]
+    runs: list[dict[str, Any]], best_model: ModelBundle
 ) -> dict[str, Any] | None:
     """The newest CNN-only run with the same views and volume grid, if any."""
-    key = (str(len(best_model["angles_deg"])), str(best_model["volume_size"]))
+    key = (str(best_model.num_views), str(best_model.grid.size))
     for run in runs:
         tags = run["tags"]
         if (
@@ -132,7 +132,7 @@ def plot_reconstructions(
     reconstructions: Mapping[str, Any],
     preprocessed_ct: Mapping[str, Any],
     drr_sets: Mapping[str, Any],
-    best_model: dict[str, Any],
+    best_model: ModelBundle,
     params: dict[str, Any],
 ) -> tuple[dict[str, Figure], Figure]:
     """Views, ground truth, reconstruction and error map of the first test
@@ -141,13 +141,13 @@ def plot_reconstructions(
     figures = {}
     for patient in sorted(reconstructions)[: params["figures_patients"]]:
         truth: CTVolume = load_one(preprocessed_ct[patient])
-        drr: DRRSet = load_one(drr_sets[patient]).select(best_model["angles_deg"])
+        drr: DRRSet = load_one(drr_sets[patient]).select(best_model.angles_deg)
         figures[patient] = slices_figure(
             drr.projections,
             drr.angles_deg.tolist(),
             truth.hu,
             load_one(reconstructions[patient]).hu,
-            title=f"{patient}: {best_model['model']}, {len(drr.angles_deg)} views",
+            title=f"{patient}: {best_model.model}, {len(drr.angles_deg)} views",
         )
     return figures, figures[min(figures)]
 
@@ -166,22 +166,22 @@ def plot_drr_previews(
 
 
 def plot_training_curves(
-    training_history: list[dict[str, float]], best_model: dict[str, Any]
+    training_history: list[dict[str, float]], best_model: ModelBundle
 ) -> Figure:
-    name = run_name(best_model["model"], len(best_model["angles_deg"]))
+    name = run_name(best_model.model, best_model.num_views)
     return training_curves_figure(training_history, title=f"training of {name}")
 
 
 def plot_attention_maps(
     drr_sets: Mapping[str, Any],
     preprocessed_ct: Mapping[str, Any],
-    best_model: dict[str, Any],
+    best_model: ModelBundle,
     patient_split: dict[str, list[str]],
 ) -> Figure:
     """Cross-view and Swin attention of one test patient (empty for the CNN-only model)."""
-    network = load_bundle(best_model)
+    network = best_model.network()
     patient = sorted(patient_split["test"])[0]
-    drr: DRRSet = load_one(drr_sets[patient]).select(best_model["angles_deg"])
+    drr: DRRSet = load_one(drr_sets[patient]).select(best_model.angles_deg)
     truth: CTVolume = load_one(preprocessed_ct[patient])
     maps = attention_maps(
         network,
@@ -190,27 +190,25 @@ def plot_attention_maps(
     )
     if not maps:
         figure = Figure(figsize=(4, 1))
-        figure.text(0.5, 0.5, f"{best_model['model']} has no attention", ha="center")
+        figure.text(0.5, 0.5, f"{best_model.model} has no attention", ha="center")
         return figure
     return attention_figure(
         network, maps, drr.projections, drr.angles_deg.tolist(), truth.hu, patient
     )
 
 
-def describe_run(
-    best_model: dict[str, Any], ct_source: dict[str, Any]
-) -> dict[str, str]:
+def describe_run(best_model: ModelBundle, ct_source: dict[str, Any]) -> dict[str, str]:
     """Run tags for the MLflow UI: name, model, views, grid, data source, and
     the run that trained the scored weights."""
-    views = len(best_model["angles_deg"])
+    views = best_model.num_views
     tags = {
-        "mlflow.runName": run_name(best_model["model"], views),
-        "ct_pipeline.model": best_model["model"],
+        "mlflow.runName": run_name(best_model.model, views),
+        "ct_pipeline.model": best_model.model,
         "ct_pipeline.num_views": str(views),
-        "ct_pipeline.volume_size": str(best_model["volume_size"]),
+        "ct_pipeline.volume_size": str(best_model.grid.size),
         "ct_pipeline.data_source": ct_source["source"],
-        "n_parameters": str(count_parameters(load_bundle(best_model))),
+        "n_parameters": str(best_model.n_parameters),
     }
-    if best_model.get("trained_in_run"):
-        tags["ct_pipeline.trained_in_run"] = best_model["trained_in_run"]
+    if best_model.trained_in_run:
+        tags["ct_pipeline.trained_in_run"] = best_model.trained_in_run
     return tags

@@ -9,17 +9,17 @@ import numpy as np
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet, Geometry
-from ct_pipeline.inference import load_bundle, reconstruct
+from ct_pipeline.inference import ModelBundle, reconstruct
 from ct_pipeline.pipelines.partitions import iter_partitions
 
 
 def reconstruct_volumes(
     drr_sets: Mapping[str, Any],
-    best_model: dict[str, Any],
+    best_model: ModelBundle,
     patient_ids: Sequence[str] | None = None,
 ) -> dict[str, CTVolume]:
     """HU reconstructions (true affine) of ``patient_ids`` (every DRR set when None)."""
-    network = load_bundle(best_model)
+    network = best_model.network()
     wanted = drr_sets if patient_ids is None else {p: drr_sets[p] for p in patient_ids}
     return {
         patient: reconstruct(network, best_model, drr)
@@ -28,7 +28,7 @@ def reconstruct_volumes(
 
 
 def reconstruct_request(
-    drr_input: Mapping[str, Any], best_model: dict[str, Any]
+    drr_input: Mapping[str, Any], best_model: ModelBundle
 ) -> dict[str, np.ndarray]:
     """The served model's entry: one DRR set as plain arrays in, HU volume + affine out.
 
@@ -41,12 +41,12 @@ def reconstruct_request(
         raise ValueError(
             f"drr_input lacks {sorted(missing)}; got keys {sorted(drr_input)}"
         )
-    geometry = drr_input.get("geometry") or best_model["geometry"]
+    geometry = drr_input.get("geometry") or best_model.geometry.to_dict()
     drr = DRRSet(
         projections=np.asarray(drr_input["projections"], dtype=np.float32),
         angles_deg=np.asarray(drr_input["angles_deg"], dtype=np.float64),
         geometry=Geometry.from_dict(geometry),
         isocentre_mm=np.asarray(drr_input["isocentre_mm"], dtype=np.float64),
     )
-    volume = reconstruct(load_bundle(best_model), best_model, drr)
+    volume = reconstruct(best_model.network(), best_model, drr)
     return {"hu": volume.hu, "affine": volume.affine}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ct_pipeline.ct import CTVolume
+from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet
+from ct_pipeline.inference import ModelBundle
 from ct_pipeline.pipelines.partitions import load_one
 from ct_pipeline.training import TrainConfig, split_patients, train_model
 from ct_pipeline.training.bundle import run_name, trained_bundle
@@ -27,10 +28,10 @@ def train_reconstructor(
     params: dict[str, Any],
     metric_sink: MetricSink,
     ct_source: dict[str, Any],
-) -> tuple[dict[str, Any], list[dict[str, float]]]:
+) -> tuple[ModelBundle, list[dict[str, float]]]:
     """Train on the train split (``world_size`` DDP workers), keep the best on val.
 
-    Returns the best model as a self-describing bundle (see ct_pipeline.inference)
+    Returns the best model as a self-describing ``ModelBundle``
     and the per-epoch history. The tracking run is named after the model and
     its views and records the data it trains on, read from the data (not
     from today's configuration).
@@ -48,8 +49,7 @@ def train_reconstructor(
     metric_sink.log_params(data_params(volume, drr, patient_split, ct_source))
     result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
     run_id = getattr(metric_sink, "run_id", None)
-    bundle = trained_bundle(result, config, volume, drr.geometry, run_id)
-    return bundle, result.history
+    return trained_bundle(result, config, run_id), result.history
 
 
 def data_params(
@@ -59,10 +59,11 @@ def data_params(
     ct_source: Mapping[str, Any],
 ) -> dict[str, Any]:
     """``data.*`` run parameters: the grid, the rendered views and the split of the data."""
+    grid = CubeGrid.of(volume)
     params: dict[str, Any] = {
         "data.source": ct_source["source"],
-        "data.volume_size": volume.hu.shape[0],
-        "data.spacing_mm": round(float(volume.spacing_mm[0]), 6),
+        "data.volume_size": grid.size,
+        "data.spacing_mm": round(grid.spacing_mm, 6),
         "data.rendered_angles_deg": ",".join(f"{a:g}" for a in drr.angles_deg),
         "data.mu_water_per_mm": drr.mu_water_per_mm,
     }
