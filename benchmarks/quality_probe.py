@@ -23,8 +23,9 @@ import torch
 from ct_pipeline.ct import load_ct
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.drr.geometry import default_angles
+from ct_pipeline.inference import Refinement, refine
 from ct_pipeline.losses import ReconstructionLoss
-from ct_pipeline.metrics import evaluate_volume, psnr_3d, to_hu
+from ct_pipeline.metrics import HU_WINDOW, evaluate_volume, psnr_3d, to_hu
 from ct_pipeline.models import build_model
 from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.data import ReconstructionDataset
@@ -79,6 +80,13 @@ def main() -> None:
         type=float,
         default=0.0,
         help="also score an exponential moving average of the weights (this decay)",
+    )
+    parser.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        help="also score the test patients after this many refinement steps "
+        "(ct_pipeline.inference.Refinement, lr 0.01)",
     )
     parser.add_argument(
         "--score-train",
@@ -154,6 +162,14 @@ def main() -> None:
     scores = {"": score(model, test, angle_t)}
     if args.ema:
         scores["ema_"] = score(ema.module, test, angle_t)
+    if args.refine_steps:
+        refinement = Refinement(steps=args.refine_steps)
+        scores["refined_"] = score(
+            model,
+            test,
+            angle_t,
+            lambda p, u: refine_patient(p, u, vols, drrs, angles, refinement),
+        )
     if args.score_train:
         plain = ReconstructionDataset(vols, drrs, split["train"], angles)
         scores["train_"] = score(model, plain, angle_t)
@@ -180,16 +196,28 @@ def main() -> None:
     )
 
 
+def refine_patient(patient, unit, vols, drrs, angles, refinement):
+    """The project's refinement of one patient's network volume."""
+    return refine(
+        unit, drrs[patient].select(angles), vols[patient].affine, refinement, HU_WINDOW
+    )
+
+
 def score(
-    model: torch.nn.Module, data: ReconstructionDataset, angle_t: torch.Tensor
+    model: torch.nn.Module,
+    data: ReconstructionDataset,
+    angle_t: torch.Tensor,
+    after=None,
 ) -> dict[str, float]:
-    """Mean metrics of ``model`` over every patient of ``data``."""
+    """Mean metrics of ``model`` (then ``after(patient, volume)``) over ``data``."""
     model.eval()
     rows = []
     with torch.no_grad():
         for i in range(len(data)):
             views, target = data[i]
             pred = model(views[None], angle_t)["volume"][0, 0]
+            if after is not None:
+                pred = after(data.patient_ids[i], pred)
             m = evaluate_volume(
                 pred.numpy(), target[0].numpy(), to_hu(target[0].numpy())
             )

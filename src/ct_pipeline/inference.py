@@ -21,8 +21,41 @@ from torch import nn
 from ct_pipeline.atomic import atomic_path
 from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.drr.physics import hu_to_mu
+from ct_pipeline.drr.projector import project
 from ct_pipeline.metrics import to_hu
 from ct_pipeline.models import build_model, count_parameters
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """Physics refinement of the network's volume: ``steps`` Adam steps (step
+    size ``lr`` in the network's [0, 1] units) on the relative squared error
+    between the volume's own DRRs and the input views, clipped to [0, 1].
+
+    The network proposes a volume from its learned prior; these steps then
+    move it, along the rays, until it explains what the detector measured.
+    Only the part of the error the views can see is corrected; the rest
+    stays the network's. ``steps: 0`` turns it off.
+    """
+
+    steps: int = 0
+    lr: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(
+                f"refinement steps must be an integer >= 0, got {self.steps!r}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"refinement lr must be > 0, got {self.lr!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "lr": self.lr}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refinement:
+        return cls(int(data["steps"]), float(data["lr"]))
 
 
 @dataclass(frozen=True)
@@ -43,6 +76,7 @@ class ModelBundle:
     angles_deg: tuple[float, ...]
     hu_window: tuple[float, float]
     trained_in_run: str | None = None
+    refinement: Refinement = Refinement()
 
     @property
     def num_views(self) -> int:
@@ -77,6 +111,7 @@ class ModelBundle:
             "angles_deg": list(self.angles_deg),
             "hu_window": list(self.hu_window),
             "trained_in_run": self.trained_in_run,
+            "refinement": self.refinement.to_dict(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -101,12 +136,17 @@ class ModelBundle:
             angles_deg=tuple(float(a) for a in data["angles_deg"]),
             hu_window=(float(low), float(high)),
             trained_in_run=data.get("trained_in_run"),
+            # Bundles written before refinement existed reconstruct as they did.
+            refinement=Refinement.from_dict(
+                data.get("refinement", Refinement().to_dict())
+            ),
         )
 
 
 @torch.no_grad()
 def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTVolume:
-    """The HU volume (RAS+, true affine) reconstructed from the views the model knows.
+    """The HU volume (RAS+, true affine) reconstructed from the views the model
+    knows: the network's volume, then the bundle's physics refinement.
 
     ``network`` is ``bundle.network()``, built once by a caller that
     reconstructs many patients.
@@ -120,10 +160,48 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
         torch.from_numpy(views.projections)[None],
         torch.as_tensor(views.angles_deg, dtype=torch.float32),
     )
-    unit = output["volume"][0, 0].float().numpy()
     # The preprocessed CT's grid is centred on the isocentre by construction,
     # so a prediction overlays its ground truth.
-    return CTVolume(
-        hu=to_hu(unit, bundle.hu_window).astype(np.float32),
-        affine=bundle.grid.centred(drr_set.isocentre_mm).affine,
+    affine = bundle.grid.centred(drr_set.isocentre_mm).affine
+    unit = refine(
+        output["volume"][0, 0].float(),
+        views,
+        affine,
+        bundle.refinement,
+        bundle.hu_window,
     )
+    return CTVolume(
+        hu=to_hu(unit.numpy(), bundle.hu_window).astype(np.float32), affine=affine
+    )
+
+
+def refine(
+    unit: torch.Tensor,
+    views: DRRSet,
+    affine: np.ndarray,
+    refinement: Refinement,
+    hu_window: tuple[float, float],
+) -> torch.Tensor:
+    """``refinement`` applied to the network's (D, D, D) volume in [0, 1] (on
+    ``affine``'s grid, ``hu_window`` scaled), given the views it was made from."""
+    steps, lr = refinement.steps, refinement.lr
+    if steps == 0:
+        return unit
+    low, high = hu_window
+    measured = torch.from_numpy(views.projections).to(unit)
+    scale = measured.square().mean()
+    volume = unit.detach().clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([volume], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            mu = hu_to_mu(low + volume * (high - low), views.mu_water_per_mm)
+            drrs = project(
+                mu, affine, views.geometry, views.angles_deg, views.isocentre_mm
+            )
+            loss = (drrs - measured).square().mean() / scale
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            with torch.no_grad():
+                volume.clamp_(0.0, 1.0)
+    return volume.detach()

@@ -52,6 +52,8 @@ def test_the_project_defaults_pass():
         ("split.fractions", {"train": 0.9, "val": 0.2, "test": 0.1}, "split.fractions"),
         ("phantoms.count", 0, "phantoms.count"),
         ("evaluate.figures_patients", 0, "evaluate.figures_patients"),
+        ("refinement.steps", -5, "refinement: refinement steps"),
+        ("refinement.lr", 0.0, "refinement: refinement lr"),
     ],
 )
 def test_each_bad_parameter_is_named(key, value, named):

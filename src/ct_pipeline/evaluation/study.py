@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ct_pipeline.ct.volume import CTVolume
-from ct_pipeline.inference import reconstruct
+from ct_pipeline.inference import Refinement, reconstruct
 from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import count_parameters
@@ -145,9 +145,11 @@ def run_variant(
     volumes: Mapping[str, Any],
     drr_sets: Mapping[str, Any],
     split: Mapping[str, list[str]],
+    refinement: Refinement,
     sink: MetricSink | None = None,
 ) -> dict[str, Any]:
-    """Train one (variant, seed), score its best epoch on the test split: one table row.
+    """Train one (variant, seed), score its best epoch (then ``refinement``) on
+    the test split: one table row.
 
     ``volumes`` and ``drr_sets`` map patient ids to loaders or values; patients
     are read one at a time.
@@ -155,7 +157,7 @@ def run_variant(
     started = time.perf_counter()
     result = train_model(dict(volumes), dict(drr_sets), dict(split), config, sink=sink)
     train_s = time.perf_counter() - started
-    bundle = trained_bundle(result, config)
+    bundle = trained_bundle(result, config, refinement)
     network = bundle.network()
     scores = []
     for patient in sorted(split["test"]):

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ct_pipeline.drr.geometry import Geometry, resolve_angles
+from ct_pipeline.inference import Refinement
 from ct_pipeline.models.unet3d import LEVELS
 from ct_pipeline.training import TrainConfig
 
@@ -115,6 +116,9 @@ def check_parameters(params: Mapping[str, Any]) -> None:
                 f"views among the rendered drr angles {rendered}",
                 config.angles,
             )
+
+    if "refinement" in params:
+        attempt("refinement", lambda: Refinement(**dict(params["refinement"] or {})))
 
     evaluate = params.get("evaluate") or {}
     if "figures_patients" in evaluate:

@@ -37,6 +37,7 @@ from ct_pipeline.evaluation.study import (
     views_figure,
     views_variants,
 )
+from ct_pipeline.inference import Refinement
 from ct_pipeline.pipelines.runtime_params import parse_runtime_params
 from ct_pipeline.training import TrainConfig, split_patients
 
@@ -75,6 +76,7 @@ def run_study(
         catalog = context.catalog
         study = dict(catalog.load("params:study"))
         base = TrainConfig.from_params(catalog.load("params:train"))
+        refinement = Refinement(**catalog.load("params:refinement"))
         volumes = catalog.load("preprocessed_ct")
         if not volumes:
             raise ValueError(
@@ -97,6 +99,7 @@ def run_study(
             mlflow.log_params(
                 {f"study.{k}": str(v) for k, v in study.items()}
                 | {"study.base_train_identity": base.identity_hash({})}
+                | {f"refinement.{k}": v for k, v in refinement.to_dict().items()}
             )
             for table_name, members in variants.items():
                 rows = []
@@ -110,6 +113,7 @@ def run_study(
                                 volumes,
                                 drr_sets,
                                 split,
+                                refinement,
                                 study_id,
                                 tracking_uri,
                             )
@@ -138,6 +142,7 @@ def _run_one(
     volumes: dict[str, Any],
     drr_sets: dict[str, Any],
     split: dict[str, list[str]],
+    refinement: Refinement,
     study_id: str,
     tracking_uri: str,
 ) -> dict[str, Any]:
@@ -158,7 +163,11 @@ def _run_one(
             volumes,
             drr_sets,
             split,
+            refinement,
             MlflowSink(tracking_uri, run.info.run_id),
+        )
+        mlflow.log_params(
+            {f"refinement.{k}": v for k, v in refinement.to_dict().items()}
         )
         mlflow.log_metrics(
             {

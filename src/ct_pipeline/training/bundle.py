@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ct_pipeline.inference import ModelBundle
+from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import TrainResult
 
@@ -13,9 +13,13 @@ def run_name(model: str, num_views: int) -> str:
 
 
 def trained_bundle(
-    result: TrainResult, config: TrainConfig, trained_in_run: str | None = None
+    result: TrainResult,
+    config: TrainConfig,
+    refinement: Refinement,
+    trained_in_run: str | None = None,
 ) -> ModelBundle:
-    """The best weights of ``result``, labelled with what they were trained for."""
+    """The best weights of ``result``, labelled with what they were trained
+    for, and the refinement that follows the network when they reconstruct."""
     return ModelBundle(
         state_dict=result.best_state_dict,
         model=config.model,
@@ -25,4 +29,5 @@ def trained_bundle(
         angles_deg=tuple(config.angles),
         hu_window=config.hu_window,
         trained_in_run=trained_in_run,
+        refinement=refinement,
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet
-from ct_pipeline.inference import ModelBundle
+from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.pipelines.partitions import load_one
 from ct_pipeline.training import TrainConfig, split_patients, train_model
 from ct_pipeline.training.bundle import run_name, trained_bundle
@@ -28,6 +28,7 @@ def train_reconstructor(
     params: dict[str, Any],
     metric_sink: MetricSink,
     ct_source: dict[str, Any],
+    refinement: dict[str, Any],
 ) -> tuple[ModelBundle, list[dict[str, float]]]:
     """Train on the train split (``world_size`` DDP workers), keep the best on val.
 
@@ -49,7 +50,8 @@ def train_reconstructor(
     metric_sink.log_params(data_params(volume, drr, patient_split, ct_source))
     result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
     run_id = getattr(metric_sink, "run_id", None)
-    return trained_bundle(result, config, run_id), result.history
+    bundle = trained_bundle(result, config, Refinement(**refinement), run_id)
+    return bundle, result.history
 
 
 def data_params(

@@ -24,6 +24,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "params": "params:train",
                     "metric_sink": "training_metric_sink",
                     "ct_source": "ct_source",
+                    "refinement": "params:refinement",
                 },
                 outputs=["best_model", "training_history"],
                 name="train_reconstructor",

@@ -1,0 +1,120 @@
+"""The model bundle and the physics refinement that follows the network."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from ct_pipeline.ct import CTVolume, CubeGrid
+from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.drr.projector import render_drrs
+from ct_pipeline.inference import ModelBundle, Refinement, reconstruct, refine
+from ct_pipeline.metrics import psnr_3d, to_unit
+from ct_pipeline.models import build_model
+
+GEOMETRY = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(32, 32), pixel_mm=18.0)
+GRID = CubeGrid(16, 24.0)
+ANGLES = (0.0, 90.0)
+WINDOW = (-1000.0, 1500.0)
+
+
+def _phantom() -> CTVolume:
+    """A body with a dense off-centre insert, on GRID (centred on world 0)."""
+    axis = GRID.axis_mm()
+    x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
+    hu = np.full((GRID.size,) * 3, -1000.0, dtype=np.float32)
+    hu[(x / 140) ** 2 + (y / 110) ** 2 <= 1] = 40.0
+    hu[(x - 50) ** 2 + (y + 20) ** 2 + (z - 30) ** 2 <= 40**2] = 900.0
+    return CTVolume(hu=hu, affine=GRID.affine)
+
+
+def _views(ct: CTVolume) -> DRRSet:
+    return DRRSet(
+        projections=render_drrs(ct, GEOMETRY, list(ANGLES)),
+        angles_deg=np.asarray(ANGLES),
+        geometry=GEOMETRY,
+        isocentre_mm=ct.centre_mm,
+    )
+
+
+def _bundle(refinement: Refinement, state_dict=None) -> ModelBundle:
+    return ModelBundle(
+        state_dict=state_dict or {},
+        model="tiny",
+        model_overrides={},
+        geometry=GEOMETRY,
+        grid=GRID,
+        angles_deg=ANGLES,
+        hu_window=WINDOW,
+        refinement=refinement,
+    )
+
+
+def test_refinement_moves_a_blurred_guess_toward_the_truth():
+    truth = _phantom()
+    views = _views(truth)
+    target = torch.from_numpy(to_unit(truth.hu))
+    # What a network that knows the anatomy only roughly might propose: the
+    # truth blurred and 10 % too dense.
+    guess = (
+        torch.nn.functional.avg_pool3d(
+            target[None, None], 3, stride=1, padding=1, count_include_pad=False
+        )[0, 0]
+        * 1.1
+    )
+    guess = guess.clamp(0, 1)
+    refined = refine(guess, views, GRID.affine, Refinement(steps=60), WINDOW)
+    assert refined.min() >= 0 and refined.max() <= 1
+    assert psnr_3d(refined, target) > psnr_3d(guess, target) + 1.0
+    # What the views see now matches: the refined volume's own DRRs.
+    before = render_drrs(
+        CTVolume(-1000 + 2500 * guess.numpy(), GRID.affine), GEOMETRY, list(ANGLES)
+    )
+    after = render_drrs(
+        CTVolume(-1000 + 2500 * refined.numpy(), GRID.affine), GEOMETRY, list(ANGLES)
+    )
+    assert (
+        np.abs(after - views.projections).mean()
+        < 0.3 * np.abs(before - views.projections).mean()
+    )
+
+
+def test_no_steps_is_the_network_alone():
+    guess = torch.rand((GRID.size,) * 3)
+    views = _views(_phantom())
+    assert torch.equal(refine(guess, views, GRID.affine, Refinement(), WINDOW), guess)
+
+
+def test_reconstruct_applies_the_bundles_refinement():
+    torch.manual_seed(0)
+    network = build_model("tiny", GEOMETRY, GRID.size, GRID.spacing_mm, 2).eval()
+    truth = _phantom()
+    views = _views(truth)
+    plain = reconstruct(network, _bundle(Refinement()), views)
+    refined = reconstruct(network, _bundle(Refinement(steps=30)), views)
+    np.testing.assert_allclose(plain.affine, truth.affine)
+    target = to_unit(truth.hu)
+    assert psnr_3d(
+        torch.from_numpy(to_unit(refined.hu)), torch.from_numpy(target)
+    ) > psnr_3d(torch.from_numpy(to_unit(plain.hu)), torch.from_numpy(target))
+
+
+def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
+    bundle = _bundle(Refinement(steps=7, lr=0.02))
+    assert ModelBundle.from_dict(bundle.to_dict()) == bundle
+    old = bundle.to_dict()
+    del old["refinement"]
+    assert ModelBundle.from_dict(old).refinement == Refinement(steps=0)
+    assert dataclasses.replace(bundle, refinement=Refinement()) != bundle
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr")],
+)
+def test_bad_refinement_is_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        Refinement(**changes)
