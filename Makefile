@@ -12,10 +12,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 export KEDRO_DISABLE_TELEMETRY := 1
-# kedro-mlflow's pipeline model warns (in raw colour codes) that its predict
-# has no type hints, when the kedro CLI loads its plugins, before any project
-# code can filter it (src/ct_pipeline/settings.py filters the others).
-export PYTHONWARNINGS := ignore::UserWarning:mlflow.pyfunc.utils.data_validation
 
 .PHONY: install run test lint viz mlflow-ui bench study clean-data
 

@@ -1,9 +1,10 @@
 """Kedro project settings."""
 
 import os
-import warnings
 
 from kedro.config import OmegaConfigLoader
+
+from ct_pipeline.quiet import quiet_known_warnings
 
 # Telemetry would try to reach the internet on every command; the project opts
 # out for everyone who runs it (the .telemetry file does the same for the CLI).
@@ -18,16 +19,8 @@ CONFIG_LOADER_ARGS = {
     "merge_strategy": {"parameters": "soft"},
 }
 
-# Known warnings of the libraries, printed on every command and not ours to
-# fix: OmegaConf's resolver rename (called by Kedro and kedro-mlflow),
-# kedro-mlflow's pydantic v1 idioms and its pipeline model's untyped predict.
-for message in (
-    r"register_new_resolver\(\) is deprecated",
-    r".*Add type hints to the `predict` method",
-    r"Support for class-based `config` is deprecated",
-    r"Valid config keys have changed in V2",
-):
-    warnings.filterwarnings("ignore", message=message)
+# Also here, for sessions that Kedro's CLI did not start (notebooks, scripts).
+quiet_known_warnings()
 
 from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
     ParameterCheckHook,
