@@ -82,6 +82,17 @@ def test_refinement_moves_a_blurred_guess_toward_the_truth():
     )
 
 
+def test_the_prior_weight_keeps_the_volume_near_the_proposal():
+    truth = _phantom()
+    views = _views(truth)
+    guess = torch.full((GRID.size,) * 3, 0.3)
+    free = refine(guess, views, GRID.affine, Refinement(steps=30), WINDOW)
+    held = refine(
+        guess, views, GRID.affine, Refinement(steps=30, prior_weight=100.0), WINDOW
+    )
+    assert 0 < (held - guess).abs().mean() < 0.5 * (free - guess).abs().mean()
+
+
 def test_no_steps_is_the_network_alone():
     guess = torch.rand((GRID.size,) * 3)
     views = _views(_phantom())
@@ -103,7 +114,7 @@ def test_reconstruct_applies_the_bundles_refinement():
 
 
 def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
-    bundle = _bundle(Refinement(steps=7, lr=0.02))
+    bundle = _bundle(Refinement(steps=7, lr=0.02, prior_weight=3.0))
     assert ModelBundle.from_dict(bundle.to_dict()) == bundle
     old = bundle.to_dict()
     del old["refinement"]
@@ -113,7 +124,12 @@ def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
 
 @pytest.mark.parametrize(
     ("changes", "message"),
-    [({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr")],
+    [
+        ({"steps": -1}, "steps"),
+        ({"steps": 2.5}, "steps"),
+        ({"lr": 0.0}, "lr"),
+        ({"prior_weight": -1.0}, "prior_weight"),
+    ],
 )
 def test_bad_refinement_is_refused(changes, message):
     with pytest.raises(ValueError, match=message):

@@ -29,18 +29,23 @@ from ct_pipeline.models import build_model, count_parameters
 
 @dataclass(frozen=True)
 class Refinement:
-    """Physics refinement of the network's volume: ``steps`` Adam steps (step
-    size ``lr`` in the network's [0, 1] units) on the relative squared error
-    between the volume's own DRRs and the input views, clipped to [0, 1].
+    """Physics refinement of the network's volume x0: ``steps`` Adam steps
+    (step size ``lr`` in the network's [0, 1] units) on
+
+        mean((P x - p)^2) / mean(p^2) + prior_weight * mean((x - x0)^2),
+
+    P the project's renderer, p the input views, x clipped to [0, 1].
 
     The network proposes a volume from its learned prior; these steps then
-    move it, along the rays, until it explains what the detector measured.
-    Only the part of the error the views can see is corrected; the rest
-    stays the network's. ``steps: 0`` turns it off.
+    move it, along the rays, toward a volume that explains what the detector
+    measured, and the second term keeps it near the network's proposal where
+    the views are not to be trusted exactly (noise, a renderer that models the
+    real detector only approximately). ``steps: 0`` turns it off.
     """
 
     steps: int = 0
     lr: float = 0.01
+    prior_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 0:
@@ -49,13 +54,17 @@ class Refinement:
             )
         if not self.lr > 0:
             raise ValueError(f"refinement lr must be > 0, got {self.lr!r}")
+        if not self.prior_weight >= 0:
+            raise ValueError(
+                f"refinement prior_weight must be >= 0, got {self.prior_weight!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps, "lr": self.lr}
+        return {"steps": self.steps, "lr": self.lr, "prior_weight": self.prior_weight}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Refinement:
-        return cls(int(data["steps"]), float(data["lr"]))
+        return cls(int(data["steps"]), float(data["lr"]), float(data["prior_weight"]))
 
 
 @dataclass(frozen=True)
@@ -184,21 +193,25 @@ def refine(
 ) -> torch.Tensor:
     """``refinement`` applied to the network's (D, D, D) volume in [0, 1] (on
     ``affine``'s grid, ``hu_window`` scaled), given the views it was made from."""
-    steps, lr = refinement.steps, refinement.lr
-    if steps == 0:
+    if refinement.steps == 0:
         return unit
     low, high = hu_window
     measured = torch.from_numpy(views.projections).to(unit)
     scale = measured.square().mean()
-    volume = unit.detach().clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([volume], lr=lr)
+    proposal = unit.detach()
+    volume = proposal.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([volume], lr=refinement.lr)
     with torch.enable_grad():
-        for _ in range(steps):
+        for _ in range(refinement.steps):
             mu = hu_to_mu(low + volume * (high - low), views.mu_water_per_mm)
             drrs = project(
                 mu, affine, views.geometry, views.angles_deg, views.isocentre_mm
             )
             loss = (drrs - measured).square().mean() / scale
+            if refinement.prior_weight:
+                loss = (
+                    loss + refinement.prior_weight * (volume - proposal).square().mean()
+                )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
