@@ -89,6 +89,9 @@ def main() -> None:
         "(ct_pipeline.inference.Refinement, lr 0.01)",
     )
     parser.add_argument(
+        "--refine-prior", type=float, default=3.0, help="the refinement's prior_weight"
+    )
+    parser.add_argument(
         "--score-train",
         action="store_true",
         help="also score the training patients (the generalisation gap)",
@@ -163,7 +166,7 @@ def main() -> None:
     if args.ema:
         scores["ema_"] = score(ema.module, test, angle_t)
     if args.refine_steps:
-        refinement = Refinement(steps=args.refine_steps)
+        refinement = Refinement(args.refine_steps, 0.01, args.refine_prior)
         scores["refined_"] = score(
             model,
             test,
