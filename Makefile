@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 
 export KEDRO_DISABLE_TELEMETRY := 1
 
-.PHONY: install run test lint viz mlflow-ui bench study clean-data
+.PHONY: install run test test-fast lint viz mlflow-ui bench study clean-data
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ run: install
 
 test: install lint
 	$(BIN)/pytest -q
+
+# The quick loop: lint, then every test but the end-to-end runs (marked slow).
+test-fast: install lint
+	$(BIN)/pytest -q -m "not slow"
 
 # import-linter checks the one-way layers (.importlinter): glue -> workflow ->
 # core -> physics and data, and no Kedro or MLflow below the glue; mypy the

@@ -19,9 +19,6 @@ from ct_pipeline.pipelines.checks import check_parameters
 
 logger = logging.getLogger(__name__)
 
-REPORTING = Path("data/08_reporting")
-
-
 class ParameterCheckHook:
     """Refuses bad parameters of any stage before a node runs or a file is written."""
 
@@ -127,7 +124,7 @@ def written_paths(pipeline: Any, catalog: Any) -> dict[str, str]:
 
 
 class RunSummaryHook:
-    """Logs what the run wrote, the MLflow run id, how to open the UI, and the picture folders."""
+    """Logs what the run wrote (from the catalogue), the MLflow run id and how to open the UI."""
 
     @hook_impl
     def after_pipeline_run(
@@ -144,15 +141,6 @@ class RunSummaryHook:
         if pipeline is not None and catalog is not None:
             written = written_paths(pipeline, catalog)
             lines += ["This run wrote:"] + [f"  {k}: {v}" for k, v in written.items()]
-        lines.append(f"Pictures and tables: {REPORTING.resolve()}/")
-        if (REPORTING / "drr_previews").is_dir():
-            lines.append(
-                f"  DRR previews:    {(REPORTING / 'drr_previews').resolve()}/"
-            )
-        if (REPORTING / "reconstructions").is_dir():
-            lines.append(
-                f"  reconstructions: {(REPORTING / 'reconstructions').resolve()}/"
-            )
         if run is not None:
             lines += [
                 f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}",

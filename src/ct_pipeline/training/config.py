@@ -75,7 +75,8 @@ class TrainConfig:
     # Random moves of the patient with re-rendered views (training/augment.py).
     augment: dict[str, float] = field(default_factory=dict)
     perceptual: str | None = None
-    checkpoint_dir: str = "data/06_models/checkpoints"
+    # The project sets it (parameters_train.yml); the library names no data layout.
+    checkpoint_dir: str = "checkpoints"
     validate_every: int = 1
     dist_timeout_s: float = 600.0
     # DataLoader worker processes per rank reading patients from disk (0: the
