@@ -80,3 +80,28 @@ def test_the_summary_names_what_the_run_wrote(tmp_path):
     assert written_paths(flow, catalog) == {
         "predictions": str((tmp_path / "predictions").resolve())
     }
+
+
+def test_an_interrupted_pipeline_leaves_its_run_killed_not_finished(tmp_path):
+    """Ctrl-C or SIGTERM is no Exception: without the hook MLflow's exit
+    handler ended such a run as FINISHED."""
+    import mlflow
+
+    from ct_pipeline.hooks import RunOwnerHook
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        statuses = {}
+        for case in ("interrupted", "finished"):
+            hook = RunOwnerHook()
+            run = mlflow.start_run()
+            hook.before_pipeline_run(run_params={})
+            if case == "finished":
+                hook.after_pipeline_run()
+            hook.end_interrupted_run()  # what atexit calls
+            mlflow.end_run()  # MLflow's own exit handler: FINISHED if still open
+            statuses[case] = mlflow.get_run(run.info.run_id).info.status
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert statuses == {"interrupted": "KILLED", "finished": "FINISHED"}

@@ -3,6 +3,7 @@ where a run's results are when it ends."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
@@ -80,13 +81,20 @@ def mark_killed_runs(client: MlflowClient, host: str) -> list[str]:
 
 
 class RunOwnerHook:
-    """Tags every run with its host and process; marks runs killed earlier as KILLED."""
+    """Tags every run with its host and process; marks runs killed earlier as
+    KILLED, and the run of this process KILLED when it is interrupted."""
 
     def __init__(self) -> None:
         self._tagged: set[str] = set()
+        self._ended = True
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
+        # Ctrl-C or SIGTERM (TrainingStopped) is no Exception: Kedro calls no
+        # error hook, and MLflow's own exit handler would end the run as
+        # FINISHED. Registered after MLflow's, this handler runs before it.
+        self._ended = False
+        atexit.register(self.end_interrupted_run)
         try:
             killed = mark_killed_runs(MlflowClient(), socket.gethostname())
         except MlflowException as error:  # tracking unreachable: not a reason to stop
@@ -97,6 +105,21 @@ class RunOwnerHook:
                 "MLflow run %s was left RUNNING by a killed process: marked KILLED",
                 run_id,
             )
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        self._ended = True
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._ended = True  # kedro-mlflow ends its run as FAILED
+
+    def end_interrupted_run(self) -> None:
+        """At exit: a run whose pipeline neither finished nor failed was interrupted."""
+        atexit.unregister(self.end_interrupted_run)
+        if not self._ended and mlflow.active_run() is not None:
+            mlflow.end_run(status="KILLED")
+            logger.warning("interrupted: MLflow run marked KILLED")
 
     @hook_impl
     def before_node_run(self) -> None:
