@@ -20,6 +20,7 @@ from ct_pipeline.pipelines.checks import check_parameters
 
 logger = logging.getLogger(__name__)
 
+
 class ParameterCheckHook:
     """Refuses bad parameters of any stage before a node runs or a file is written."""
 
