@@ -92,10 +92,12 @@ def test_an_interrupted_pipeline_leaves_its_run_killed_not_finished(tmp_path):
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     try:
+        # An explicit experiment: earlier sessions in this process set another.
+        experiment = mlflow.create_experiment("interrupted")
         statuses = {}
         for case in ("interrupted", "finished"):
             hook = RunOwnerHook()
-            run = mlflow.start_run()
+            run = mlflow.start_run(experiment_id=experiment)
             hook.before_pipeline_run(run_params={})
             if case == "finished":
                 hook.after_pipeline_run()
