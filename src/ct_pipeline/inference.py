@@ -195,7 +195,6 @@ def refine(
     ``affine``'s grid, ``hu_window`` scaled), given the views it was made from."""
     if refinement.steps == 0:
         return unit
-    low, high = hu_window
     measured = torch.from_numpy(views.projections).to(unit)
     scale = measured.square().mean()
     proposal = unit.detach()
@@ -203,7 +202,7 @@ def refine(
     optimiser = torch.optim.Adam([volume], lr=refinement.lr)
     with torch.enable_grad():
         for _ in range(refinement.steps):
-            mu = hu_to_mu(low + volume * (high - low), views.mu_water_per_mm)
+            mu = hu_to_mu(to_hu(volume, hu_window), views.mu_water_per_mm)
             drrs = project(
                 mu, affine, views.geometry, views.angles_deg, views.isocentre_mm
             )
