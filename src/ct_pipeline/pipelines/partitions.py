@@ -25,5 +25,19 @@ def iter_partitions(
         yield key, load_one(partitions[key])
 
 
+def training_partitions(
+    volumes: Mapping[str, Any],
+    drr_sets: Mapping[str, Any],
+    split: Mapping[str, list[str]],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The train and val patients' partitions, as loaders (a path each), never
+    arrays: every rank reads its patients from disk as it needs them."""
+    wanted = set(split["train"]) | set(split["val"])
+    return (
+        {k: v for k, v in volumes.items() if k in wanted},
+        {k: v for k, v in drr_sets.items() if k in wanted},
+    )
+
+
 def load_partitions(partitions: Mapping[str, Any], desc: str) -> dict[str, Any]:
     return dict(iter_partitions(partitions, desc))

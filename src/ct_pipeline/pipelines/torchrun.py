@@ -28,6 +28,7 @@ import torch
 
 from ct_pipeline.atomic import atomic_path
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
+from ct_pipeline.pipelines.partitions import training_partitions
 from ct_pipeline.pipelines.runtime_params import parse_runtime_params
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import cpu_share, distributed_worker
@@ -53,12 +54,9 @@ def load_catalogued_inputs(
         catalog = session.load_context().catalog  # type: ignore[attr-defined]
         split = catalog.load("patient_split")
         params = dict(catalog.load("params:train"))
-        wanted = set(split["train"]) | set(split["val"])
-        volumes = catalog.load("preprocessed_ct")
-        drr_sets = catalog.load("drr_sets")
-    # Loaders (a path each), not arrays: the rank reads patients as it needs them.
-    volumes = {k: v for k, v in volumes.items() if k in wanted}
-    drr_sets = {k: v for k, v in drr_sets.items() if k in wanted}
+        volumes, drr_sets = training_partitions(
+            catalog.load("preprocessed_ct"), catalog.load("drr_sets"), split
+        )
     return volumes, drr_sets, split, params
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.inference import ModelBundle, Refinement
-from ct_pipeline.pipelines.partitions import load_one
+from ct_pipeline.pipelines.partitions import load_one, training_partitions
 from ct_pipeline.training import TrainConfig, split_patients, train_model
 from ct_pipeline.training.bundle import run_name, trained_bundle
 from ct_pipeline.training.sink import MetricSink
@@ -38,11 +38,7 @@ def train_reconstructor(
     from today's configuration).
     """
     config = TrainConfig.from_params(params)
-    wanted = set(patient_split["train"]) | set(patient_split["val"])
-    # The partitions' loaders (a path each), never the arrays: every rank
-    # reads its patients from disk as it needs them.
-    volumes = {k: v for k, v in preprocessed_ct.items() if k in wanted}
-    drrs = {k: v for k, v in drr_sets.items() if k in wanted}
+    volumes, drrs = training_partitions(preprocessed_ct, drr_sets, patient_split)
     first = min(patient_split["train"])
     volume: CTVolume = load_one(volumes[first])
     drr: DRRSet = load_one(drrs[first])
