@@ -88,14 +88,15 @@ class RunOwnerHook:
     def __init__(self) -> None:
         self._tagged: set[str] = set()
         self._ended = True
+        # Ctrl-C or SIGTERM (TrainingStopped) is no Exception: Kedro calls no
+        # error hook, and MLflow's own exit handler would end the run as
+        # FINISHED. Registered after MLflow's (imported above), this one runs
+        # before it.
+        atexit.register(self.end_interrupted_run)
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any]) -> None:
-        # Ctrl-C or SIGTERM (TrainingStopped) is no Exception: Kedro calls no
-        # error hook, and MLflow's own exit handler would end the run as
-        # FINISHED. Registered after MLflow's, this handler runs before it.
         self._ended = False
-        atexit.register(self.end_interrupted_run)
         try:
             killed = mark_killed_runs(MlflowClient(), socket.gethostname())
         except MlflowException as error:  # tracking unreachable: not a reason to stop
@@ -117,7 +118,6 @@ class RunOwnerHook:
 
     def end_interrupted_run(self) -> None:
         """At exit: a run whose pipeline neither finished nor failed was interrupted."""
-        atexit.unregister(self.end_interrupted_run)
         if not self._ended and mlflow.active_run() is not None:
             mlflow.end_run(status="KILLED")
             logger.warning("interrupted: MLflow run marked KILLED")
