@@ -18,7 +18,11 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     project = TinyProject(
         make_tiny_project(tmp_path_factory.mktemp("tiny") / "project")
     )
-    project.leaked_runs = project.run()
+    # The tiny run lasts a few seconds; sampled at the project's interval
+    # (5 s) it may end before its first system-metrics sample.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("ct_pipeline.hooks.SYSTEM_METRICS_INTERVAL_S", 1.0)
+        project.leaked_runs = project.run()
     return project
 
 
