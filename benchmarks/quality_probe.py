@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--rotate-deg", type=float, default=0.0)
     parser.add_argument("--shift-mm", type=float, default=0.0)
     parser.add_argument(
+        "--mirror", type=float, default=0.0, help="probability of a left-right mirror"
+    )
+    parser.add_argument(
         "--ema",
         type=float,
         default=0.0,
@@ -92,6 +95,11 @@ def main() -> None:
         "--refine-prior", type=float, default=3.0, help="the refinement's prior_weight"
     )
     parser.add_argument(
+        "--score-val",
+        action="store_true",
+        help="also score the validation patients (for choosing between variants)",
+    )
+    parser.add_argument(
         "--score-train",
         action="store_true",
         help="also score the training patients (the generalisation gap)",
@@ -102,8 +110,8 @@ def main() -> None:
     data = Path(args.data)
     split = json.loads((data / "05_model_input/patient_split.json").read_text())
     angles = default_angles(args.views)
-    vols, drrs = load(data, split["train"] + split["test"])
-    augmentation = Augmentation(args.rotate_deg, args.shift_mm)
+    vols, drrs = load(data, split["train"] + split["val"] + split["test"])
+    augmentation = Augmentation(args.rotate_deg, args.shift_mm, args.mirror)
     train = ReconstructionDataset(
         vols, drrs, split["train"], angles, augmentation=augmentation, seed=args.seed
     )
@@ -173,6 +181,16 @@ def main() -> None:
             angle_t,
             lambda p, u: refine_patient(p, u, vols, drrs, angles, refinement),
         )
+    if args.score_val:
+        val = ReconstructionDataset(vols, drrs, split["val"], angles)
+        scores["val_"] = score(model, val, angle_t)
+        if args.refine_steps:
+            scores["val_refined_"] = score(
+                model,
+                val,
+                angle_t,
+                lambda p, u: refine_patient(p, u, vols, drrs, angles, refinement),
+            )
     if args.score_train:
         plain = ReconstructionDataset(vols, drrs, split["train"], angles)
         scores["train_"] = score(model, plain, angle_t)

@@ -70,6 +70,44 @@ def test_a_shift_to_the_patient_s_left_moves_the_pa_image_right():
     assert centroid(after) > centroid(before) + 1.0
 
 
+def test_a_mirrored_patient_is_the_flipped_cube_with_its_own_views():
+    """The mirror is exact: the target is the flipped array; the PA view is the
+    flipped PA image (the source stays put); the left lateral view is the
+    flipped right lateral view (the mirror takes the source to the other side)."""
+    hu = asymmetric_body()
+    views, moved = augmented_sample(
+        hu,
+        SPACING,
+        GEOMETRY,
+        [0.0, 90.0],
+        0.02,
+        Augmentation(mirror=1.0),
+        sample_generator(0, 1, 0),
+    )
+    torch.testing.assert_close(moved, hu.flip(0), atol=0, rtol=0)
+    np.testing.assert_allclose(views.numpy(), rendered(hu.flip(0), [0.0, 90.0]))
+    np.testing.assert_allclose(
+        views[0].numpy(), rendered(hu, [0.0])[0][:, ::-1], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        views[1].numpy(), rendered(hu, [270.0])[0][:, ::-1], atol=1e-4
+    )
+
+
+def test_mirror_probability_draws_both_sides():
+    hu, aug = asymmetric_body(), Augmentation(mirror=0.5)
+    flipped = [
+        torch.equal(
+            augmented_sample(
+                hu, SPACING, GEOMETRY, [0.0], 0.02, aug, sample_generator(0, 1, i)
+            )[1],
+            hu.flip(0),
+        )
+        for i in range(16)
+    ]
+    assert 0 < sum(flipped) < 16
+
+
 def test_samples_are_a_function_of_seed_epoch_and_index():
     hu, aug = asymmetric_body(), Augmentation(rotate_deg=20.0, shift_mm=30.0)
 
@@ -90,7 +128,13 @@ def test_samples_are_a_function_of_seed_epoch_and_index():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"rotate_deg": -1.0}, {"shift_mm": float("nan")}, {"flip": True}]
+    "bad",
+    [
+        {"rotate_deg": -1.0},
+        {"shift_mm": float("nan")},
+        {"mirror": 1.5},
+        {"flip": True},
+    ],
 )
 def test_bad_augmentation_parameters_are_named(bad):
     with pytest.raises(ValueError, match=r"train\.augment"):

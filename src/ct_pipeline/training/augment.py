@@ -1,12 +1,16 @@
-"""On-the-fly augmentation: move the patient, re-render the views.
+"""On-the-fly augmentation: move or mirror the patient, re-render the views.
 
 A training sample is the patient's CT cube turned about the superior axis
-(the axis the views rotate about) by a random angle and shifted by a random
-offset, with its views rendered again from the moved cube by the project's
-own projector, so views and target always agree exactly (same geometry,
+(the axis the views rotate about) by a random angle, shifted by a random
+offset and, with a given probability, mirrored left-right, with its views
+rendered again from the moved cube by the project's own projector, so views and target always agree exactly (same geometry,
 angles and mu_water as the stored DRR set). Patients lie on the table a
 little differently every time; 28 phantoms become a stream of new samples.
 Rendering 2-8 views of a 32^3 cube takes milliseconds, far below a step.
+
+Turns and sub-voxel shifts resample the cube (bilinear), which blurs the
+target a little; the mirror is exact (a flip of the array), so it adds
+patients without changing what a voxel of the target looks like.
 
 Every draw is seeded by (seed, epoch, patient index), so a run, a resumed
 run and every DDP rank see the same samples.
@@ -35,26 +39,35 @@ class Augmentation:
 
     rotate_deg: float = 0.0  # uniform in [-rotate_deg, rotate_deg] about superior
     shift_mm: float = 0.0  # uniform in [-shift_mm, shift_mm] along each axis
+    mirror: float = 0.0  # probability of mirroring the patient left-right
 
     def __post_init__(self) -> None:
-        for name in ("rotate_deg", "shift_mm"):
+        for name in ("rotate_deg", "shift_mm", "mirror"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:
                 raise ValueError(
                     f"train.augment.{name} must be a finite number >= 0, got {value!r}"
                 )
             object.__setattr__(self, name, value)
+        if self.mirror > 1:
+            raise ValueError(
+                f"train.augment.mirror is a probability in [0, 1], got {self.mirror!r}"
+            )
+
+    @property
+    def moves(self) -> bool:
+        return self.rotate_deg > 0 or self.shift_mm > 0
 
     @property
     def enabled(self) -> bool:
-        return self.rotate_deg > 0 or self.shift_mm > 0
+        return self.moves or self.mirror > 0
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Augmentation:
-        known = {"rotate_deg", "shift_mm"}
+        known = {"rotate_deg", "shift_mm", "mirror"}
         unknown = sorted(set(data or {}) - known)
         if unknown:
             raise ValueError(
@@ -108,7 +121,11 @@ def augmented_sample(
         torch.rand((), generator=generator).item() * 2 - 1
     ) * augmentation.rotate_deg
     shift = (torch.rand(3, generator=generator) * 2 - 1) * augmentation.shift_mm
-    moved = move_volume(hu, spacing_mm, angle, shift)
+    mirrored = torch.rand((), generator=generator).item() < augmentation.mirror
+    moved = move_volume(hu, spacing_mm, angle, shift) if augmentation.moves else hu
+    if mirrored:
+        # Array axis i is R (RAS+); the cube's centre, the isocentre, stays put.
+        moved = moved.flip(0)
     n = hu.shape[0]
     affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     # The isocentre is the cube's centre, as in the DRR stage.

@@ -72,7 +72,7 @@ class TrainConfig:
     angles_deg: list[float] | None = None
     hu_window: tuple[float, float] = HU_WINDOW
     loss_weights: dict[str, float] | None = None
-    # Random moves of the patient with re-rendered views (training/augment.py).
+    # Random moves and mirrors of the patient with re-rendered views (training/augment.py).
     augment: dict[str, float] = field(default_factory=dict)
     perceptual: str | None = None
     # The project sets it (parameters_train.yml); the library names no data layout.
