@@ -189,7 +189,7 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds per (variant, views)."""
     metrics = ["psnr_3d", "ssim_3d", "psnr_body", "mae_hu", "train_s"]
     grouped = table.groupby(["variant", "num_views"], sort=False)[metrics]
-    out = grouped.mean().join(grouped.std(ddof=0), rsuffix="_std")
+    out = grouped.mean().join(grouped.std(ddof=0).add_suffix("_std"))
     out["seeds"] = grouped.size()
     return out.reset_index()
 
