@@ -173,24 +173,18 @@ def main() -> None:
     scores = {"": score(model, test, angle_t)}
     if args.ema:
         scores["ema_"] = score(ema.module, test, angle_t)
+    refinement = Refinement(args.refine_steps, 0.01, args.refine_prior)
+
+    def refined(patient, unit):
+        return refine_patient(patient, unit, vols, drrs, angles, refinement)
+
     if args.refine_steps:
-        refinement = Refinement(args.refine_steps, 0.01, args.refine_prior)
-        scores["refined_"] = score(
-            model,
-            test,
-            angle_t,
-            lambda p, u: refine_patient(p, u, vols, drrs, angles, refinement),
-        )
+        scores["refined_"] = score(model, test, angle_t, refined)
     if args.score_val:
         val = ReconstructionDataset(vols, drrs, split["val"], angles)
         scores["val_"] = score(model, val, angle_t)
         if args.refine_steps:
-            scores["val_refined_"] = score(
-                model,
-                val,
-                angle_t,
-                lambda p, u: refine_patient(p, u, vols, drrs, angles, refinement),
-            )
+            scores["val_refined_"] = score(model, val, angle_t, refined)
     if args.score_train:
         plain = ReconstructionDataset(vols, drrs, split["train"], angles)
         scores["train_"] = score(model, plain, angle_t)

@@ -33,17 +33,28 @@ def rendered(hu: torch.Tensor, angles: list[float]) -> np.ndarray:
     return render_drrs(CTVolume(hu.numpy(), affine), GEOMETRY, angles)
 
 
-def test_no_move_gives_the_renderer_s_own_views():
-    hu = asymmetric_body()
-    views, moved = augmented_sample(
-        hu,
+def sample(
+    aug: Augmentation,
+    angles: tuple[float, ...] = (0.0, 90.0),
+    seed: int = 0,
+    epoch: int = 1,
+    index: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(views, changed HU cube) of the asymmetric body under ``aug``."""
+    return augmented_sample(
+        asymmetric_body(),
         SPACING,
         GEOMETRY,
-        [0.0, 90.0],
+        list(angles),
         0.02,
-        Augmentation(),
-        sample_generator(0, 1, 0),
+        aug,
+        sample_generator(seed, epoch, index),
     )
+
+
+def test_no_move_gives_the_renderer_s_own_views():
+    hu = asymmetric_body()
+    views, moved = sample(Augmentation())
     torch.testing.assert_close(moved, hu, atol=1e-2, rtol=0)
     np.testing.assert_allclose(views.numpy(), rendered(hu, [0.0, 90.0]), atol=1e-5)
 
@@ -75,15 +86,7 @@ def test_a_mirrored_patient_is_the_flipped_cube_with_its_own_views():
     flipped PA image (the source stays put); the left lateral view is the
     flipped right lateral view (the mirror takes the source to the other side)."""
     hu = asymmetric_body()
-    views, moved = augmented_sample(
-        hu,
-        SPACING,
-        GEOMETRY,
-        [0.0, 90.0],
-        0.02,
-        Augmentation(mirror=1.0),
-        sample_generator(0, 1, 0),
-    )
+    views, moved = sample(Augmentation(mirror=1.0))
     torch.testing.assert_close(moved, hu.flip(0), atol=0, rtol=0)
     np.testing.assert_allclose(views.numpy(), rendered(hu.flip(0), [0.0, 90.0]))
     np.testing.assert_allclose(
@@ -95,32 +98,18 @@ def test_a_mirrored_patient_is_the_flipped_cube_with_its_own_views():
 
 
 def test_mirror_probability_draws_both_sides():
-    hu, aug = asymmetric_body(), Augmentation(mirror=0.5)
+    aug, flipped_hu = Augmentation(mirror=0.5), asymmetric_body().flip(0)
     flipped = [
-        torch.equal(
-            augmented_sample(
-                hu, SPACING, GEOMETRY, [0.0], 0.02, aug, sample_generator(0, 1, i)
-            )[1],
-            hu.flip(0),
-        )
-        for i in range(16)
+        torch.equal(sample(aug, (0.0,), index=i)[1], flipped_hu) for i in range(16)
     ]
     assert 0 < sum(flipped) < 16
 
 
 def test_samples_are_a_function_of_seed_epoch_and_index():
-    hu, aug = asymmetric_body(), Augmentation(rotate_deg=20.0, shift_mm=30.0)
+    aug = Augmentation(rotate_deg=20.0, shift_mm=30.0)
 
     def draw(seed: int, epoch: int, index: int) -> torch.Tensor:
-        return augmented_sample(
-            hu,
-            SPACING,
-            GEOMETRY,
-            [0.0, 90.0],
-            0.02,
-            aug,
-            sample_generator(seed, epoch, index),
-        )[0]
+        return sample(aug, seed=seed, epoch=epoch, index=index)[0]
 
     torch.testing.assert_close(draw(0, 3, 5), draw(0, 3, 5))
     assert not torch.allclose(draw(0, 3, 5), draw(0, 4, 5))

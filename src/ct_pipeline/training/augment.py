@@ -3,8 +3,9 @@
 A training sample is the patient's CT cube turned about the superior axis
 (the axis the views rotate about) by a random angle, shifted by a random
 offset and, with a given probability, mirrored left-right, with its views
-rendered again from the moved cube by the project's own projector, so views and target always agree exactly (same geometry,
-angles and mu_water as the stored DRR set). Patients lie on the table a
+rendered again from the moved cube by the project's own projector, so views
+and target always agree exactly (same geometry, angles and mu_water as the
+stored DRR set). Patients lie on the table a
 little differently every time; 28 phantoms become a stream of new samples.
 Rendering 2-8 views of a 32^3 cube takes milliseconds, far below a step.
 
