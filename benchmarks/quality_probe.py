@@ -128,7 +128,9 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     weights = {**(LOSSES[args.loss] or {}), **json.loads(args.weights)}
     loss_fn = ReconstructionLoss(weights=weights)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, weight_decay=args.wd, fused=True
+    )
     angle_t = train.angles_tensor()
     ema = torch.optim.swa_utils.AveragedModel(
         model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(args.ema)

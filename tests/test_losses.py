@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,19 @@ def test_sobel_magnitude_of_a_linear_ramp() -> None:
     ramp = (2.0 * torch.arange(8.0))[:, None, None].expand(8, 8, 8)[None, None]
     magnitude = sobel_magnitude_3d(ramp)[0, 0, 1:-1, 1:-1, 1:-1]
     assert torch.allclose(magnitude, torch.full_like(magnitude, 2 * 2 * 16), atol=1e-3)
+
+
+def test_sobel_magnitude_matches_scipy_on_a_random_volume() -> None:
+    # scipy.ndimage.sobel: derivative [-1, 0, 1] along one axis, [1, 2, 1]
+    # along the others; mode "nearest" is the replicate padding.
+    from scipy import ndimage
+
+    volume = np.random.default_rng(0).random((9, 10, 11))
+    expected = np.sqrt(
+        sum(ndimage.sobel(volume, axis=a, mode="nearest") ** 2 for a in range(3))
+    )
+    got = sobel_magnitude_3d(torch.from_numpy(volume)[None, None])[0, 0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_bad_configuration_is_rejected() -> None:

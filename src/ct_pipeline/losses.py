@@ -136,15 +136,26 @@ def build_perceptual(spec: str) -> nn.Module | None:
 
 
 def sobel_magnitude_3d(x: torch.Tensor) -> torch.Tensor:
-    """|grad x| from 3-D Sobel filters (derivative x smoothing x smoothing), (B, 1, ...)."""
-    derivative = torch.tensor([-1.0, 0.0, 1.0], dtype=x.dtype, device=x.device)
-    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    """|grad x| from 3-D Sobel filters (derivative x smoothing x smoothing), (B, 1, ...).
+
+    Each filter is applied separably, as shifted slices of the replicate-padded
+    volume (derivative [-1, 0, 1], smoothing [1, 2, 1] along each axis):
+    the 3x3x3 Sobel sums, an order of magnitude faster forward and backward on
+    CPU than a one-channel conv3d.
+    """
+    padded = F.pad(x, (1,) * 6, mode="replicate")
     squared = torch.zeros_like(x)
-    for axis in range(3):
-        parts = [smooth, smooth, smooth]
-        parts[axis] = derivative
-        kernel = torch.einsum("i,j,k->ijk", *parts)[None, None]
-        squared = squared + F.conv3d(F.pad(x, (1,) * 6, mode="replicate"), kernel) ** 2
+    for derivative_axis in range(3):
+        filtered = padded
+        for axis in range(2, 5):
+            n = filtered.shape[axis] - 2
+            before, centre, after = (filtered.narrow(axis, s, n) for s in range(3))
+            filtered = (
+                after - before
+                if axis == 2 + derivative_axis
+                else before + 2 * centre + after
+            )
+        squared = squared + filtered**2
     # The epsilon keeps sqrt differentiable where the volume is flat.
     return torch.sqrt(squared + 1e-8)
 

@@ -26,7 +26,6 @@ from typing import TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 SSIM_WINDOW = 11
@@ -89,13 +88,23 @@ def _blur(
     x: torch.Tensor, kernel: torch.Tensor, dims: tuple[int, ...] = (0, 1, 2)
 ) -> torch.Tensor:
     """Separable Gaussian filter of a (B, C, D, H, W) tensor along the spatial
-    ``dims``, 'valid' like scikit-image (no padding): blurred axes shrink."""
-    channels = x.shape[1]
+    ``dims``, 'valid' like scikit-image (no padding): blurred axes shrink.
+
+    Each axis is one matrix product with a banded (n - window + 1, n) matrix
+    rather than a convolution: the same sums, but several times faster forward
+    and backward on CPU, where convolutions of one channel are slow (the loss's
+    SSIM term runs this every training step).
+    """
     k = kernel.to(x.dtype).to(x.device)
+    window = k.numel()
     for dim in dims:
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + dim] = k.numel()
-        x = F.conv3d(x, k.view(shape).expand(channels, 1, *shape[2:]), groups=channels)
+        axis = 2 + dim
+        n = x.shape[axis]
+        rows = torch.arange(n - window + 1, device=x.device)[:, None]
+        columns = rows + torch.arange(window, device=x.device)[None]
+        band = x.new_zeros(n - window + 1, n)
+        band.scatter_(1, columns, k.expand(n - window + 1, window))
+        x = torch.movedim(torch.movedim(x, axis, -1) @ band.T, -1, axis)
     return x
 
 
@@ -104,11 +113,15 @@ def _ssim_map(
 ) -> torch.Tensor:
     kernel = gaussian_kernel_1d()
     c1, c2 = SSIM_C1 * data_range**2, SSIM_C2 * data_range**2
-    mu_x, mu_y = _blur(x, kernel, dims), _blur(y, kernel, dims)
+    # The five local means in one pass: channels stacked, blurred together.
+    channels = x.shape[1]
+    mu_x, mu_y, xx, yy, xy = _blur(
+        torch.cat([x, y, x * x, y * y, x * y], dim=1), kernel, dims
+    ).split(channels, dim=1)
     # Population local moments, as Wang et al. and scikit-image (gaussian) use.
-    var_x = _blur(x * x, kernel, dims) - mu_x**2
-    var_y = _blur(y * y, kernel, dims) - mu_y**2
-    cov = _blur(x * y, kernel, dims) - mu_x * mu_y
+    var_x = xx - mu_x**2
+    var_y = yy - mu_y**2
+    cov = xy - mu_x * mu_y
     num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
     den = (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
     return num / den

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ct_pipeline.drr.geometry import Geometry
+from ct_pipeline.models.blocks import Pointwise3d
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE
 from ct_pipeline.models.lifting import SamplingGrids, sample_views
 from ct_pipeline.models.output import unit_range
@@ -64,7 +65,7 @@ class BackprojectionUNet(nn.Module):
         self.dec = nn.ModuleList(
             [_double_conv(2 * c[1], c[1]), _double_conv(2 * c[0], c[0])]
         )
-        self.head = nn.Conv3d(c[0], 1, 1)
+        self.head = Pointwise3d(c[0], 1)
 
     def backproject(
         self, views: torch.Tensor, angles_deg: torch.Tensor

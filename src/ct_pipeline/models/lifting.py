@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, project_points
+from ct_pipeline.models.blocks import Pointwise3d, mix_channels
 
 
 def voxel_centres_mm(size: int, spacing_mm: float) -> torch.Tensor:
@@ -106,7 +107,7 @@ class GeometricLifting(nn.Module):
         self.geometry, self.size, self.spacing_mm = geometry, size, spacing_mm
         self.num_views = num_views
         fused_in = in_channels * (2 if num_views is None else num_views)
-        self.fuse = nn.Conv3d(fused_in, out_channels, 1)
+        self.fuse = Pointwise3d(fused_in, out_channels)
         self.grid = SamplingGrids(geometry, size, spacing_mm)
         # None: all voxels at once. A number: that many voxels at a time, each
         # chunk recomputed in the backward pass (models/memory.py), so the
@@ -142,5 +143,4 @@ class GeometricLifting(nn.Module):
             stacked = torch.cat([samples.mean(dim=1), samples.amax(dim=1)], dim=1)
         else:
             stacked = samples.reshape(samples.shape[0], -1, samples.shape[-1])
-        weight = self.fuse.weight
-        return F.conv1d(stacked, weight.view(*weight.shape[:2], 1), self.fuse.bias)
+        return mix_channels(stacked, self.fuse.weight, self.fuse.bias)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ct_pipeline.models.blocks import conv_block
+from ct_pipeline.models.blocks import Pointwise3d, conv_block
 
 Size3 = tuple[int, int, int]
 
@@ -234,9 +234,9 @@ class HybridBlock3d(nn.Module):
     ) -> None:
         super().__init__()
         self.local = conv_block(in_channels, out_channels, residual_dense, growth)
-        self.embed = nn.Conv3d(in_channels, out_channels, 1)
+        self.embed = Pointwise3d(in_channels, out_channels)
         self.globl = SwinStage3d(out_channels, heads, grid, window, depth, mlp_ratio)
-        self.fuse = nn.Conv3d(2 * out_channels, out_channels, 1)
+        self.fuse = Pointwise3d(2 * out_channels, out_channels)
         self.gate = nn.Parameter(torch.zeros(1, out_channels, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

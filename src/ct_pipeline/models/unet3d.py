@@ -11,7 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ct_pipeline.models.blocks import AttentionGate3d, ConvNormAct3d, conv_block
+from ct_pipeline.models.blocks import (
+    AttentionGate3d,
+    ConvNormAct3d,
+    Pointwise3d,
+    conv_block,
+)
 from ct_pipeline.models.configs import ModelConfig
 from ct_pipeline.models.swin3d import HybridBlock3d
 
@@ -63,7 +68,7 @@ class UNet3d(nn.Module):
         )
         self.decoders = nn.ModuleList(block(lv, 2 * c[lv]) for lv in range(LEVELS - 1))
         head_levels = range(LEVELS) if cfg.deep_supervision else range(1)
-        self.heads = nn.ModuleList(nn.Conv3d(c[lv], 1, 1) for lv in head_levels)
+        self.heads = nn.ModuleList(Pointwise3d(c[lv], 1) for lv in head_levels)
 
     def forward(
         self, lifted: list[torch.Tensor]
