@@ -26,7 +26,7 @@ def mix_channels(
 
 
 class Pointwise3d(nn.Conv3d):
-    """``Pointwise3d(in_channels, out_channels)`` computed as a matrix product.
+    """``nn.Conv3d(in_channels, out_channels, 1)`` computed as a matrix product.
 
     The same parameters and state-dict entries as the convolution. On CPU the
     1x1x1 convolution is 1.5-3x slower than the product, forward and backward,
