@@ -49,7 +49,8 @@ lint: install
 
 # The views and component studies (data/08_reporting/study, one MLflow run
 # per variant under a study run): 30 trainings, about 1.7 h on 2 CPU cores at
-# the defaults; the README's table took 22 min with STUDY_PARAMS below.
+# the defaults; the README's table took 20 min with
+# STUDY_PARAMS="train.epochs=15;study.reference_epochs=22".
 STUDY_PARAMS ?=
 study: install
 	$(BIN)/kedro run --pipelines drr
