@@ -20,9 +20,16 @@ def mix_channels(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
     """(B, C_in, N) -> (B, C_out, N): a 1x1x1 convolution's weight applied as one
-    matrix product over the N voxels."""
-    y = torch.matmul(weight.flatten(1), x)
-    return y if bias is None else y + bias[:, None]
+    batched matrix product over the N voxels.
+
+    bmm with the weight expanded over the batch (no copy), not ``weight @ x``:
+    torch.matmul folds that broadcast into a transposed copy of ``x``, 2-5x
+    slower forward and backward on CPU.
+    """
+    batched = weight.flatten(1).expand(x.shape[0], -1, -1)
+    if bias is None:
+        return torch.bmm(batched, x)
+    return torch.baddbmm(bias[:, None], batched, x)
 
 
 class Pointwise3d(nn.Conv3d):
