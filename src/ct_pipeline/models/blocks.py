@@ -16,35 +16,29 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels)
 
 
-def mix_channels(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
-) -> torch.Tensor:
-    """(B, C_in, N) -> (B, C_out, N): a 1x1x1 convolution's weight applied as one
-    batched matrix product over the N voxels.
-
-    bmm with the weight expanded over the batch (no copy), not ``weight @ x``:
-    torch.matmul folds that broadcast into a transposed copy of ``x``, 2-5x
-    slower forward and backward on CPU.
-    """
-    batched = weight.flatten(1).expand(x.shape[0], -1, -1)
-    if bias is None:
-        return torch.bmm(batched, x)
-    return torch.baddbmm(bias[:, None], batched, x)
-
-
 class Pointwise3d(nn.Conv3d):
     """``nn.Conv3d(in_channels, out_channels, 1)`` computed as a matrix product.
 
-    The same parameters and state-dict entries as the convolution. On CPU the
-    1x1x1 convolution is 1.5-3x slower than the product, forward and backward,
-    at the full-resolution level, where these run every step.
+    The same parameters and state-dict entries as the convolution; takes
+    (B, C_in, *spatial) with any number of spatial axes, (B, C_in, N) too.
+    On CPU the 1x1x1 convolution is 1.5-3x slower than the product, forward
+    and backward, at the full-resolution level, where these run every step.
+    The product is a bmm with the weight expanded over the batch (no copy),
+    not ``weight @ x``: torch.matmul folds that broadcast into a transposed
+    copy of ``x``, 2-5x slower again.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True) -> None:
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = mix_channels(x.flatten(2), self.weight, self.bias)
+        flat = x.flatten(2)  # (B, C_in, N)
+        weight = self.weight.flatten(1).expand(x.shape[0], -1, -1)
+        y = (
+            torch.bmm(weight, flat)
+            if self.bias is None
+            else torch.baddbmm(self.bias[:, None], weight, flat)
+        )
         return y.view(x.shape[0], -1, *x.shape[2:])
 
 

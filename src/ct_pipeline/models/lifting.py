@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, project_points
-from ct_pipeline.models.blocks import Pointwise3d, mix_channels
+from ct_pipeline.models.blocks import Pointwise3d
 
 
 def voxel_centres_mm(size: int, spacing_mm: float) -> torch.Tensor:
@@ -143,4 +143,4 @@ class GeometricLifting(nn.Module):
             stacked = torch.cat([samples.mean(dim=1), samples.amax(dim=1)], dim=1)
         else:
             stacked = samples.reshape(samples.shape[0], -1, samples.shape[-1])
-        return mix_channels(stacked, self.fuse.weight, self.fuse.bias)
+        return self.fuse(stacked)
