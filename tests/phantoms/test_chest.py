@@ -13,6 +13,7 @@ from ct_pipeline.phantoms import (
     chest_phantom_with_labels,
     generate_phantoms,
 )
+from ct_pipeline.phantoms import body as body_module
 
 SEEDS = (0, 1, 2)
 
@@ -44,21 +45,76 @@ def test_grid_is_the_demo_field(phantoms):
     assert np.all(np.diag(ct.affine)[:3] > 0)  # RAS+
 
 
+def extent_mm(mask: np.ndarray, axis: int, spacing: float) -> float:
+    others = tuple(a for a in range(3) if a != axis)
+    occupied = np.flatnonzero(mask.any(axis=others))
+    return float(np.ptp(occupied) + 1) * spacing if occupied.size else 0.0
+
+
 @pytest.mark.parametrize("seed", SEEDS)
-def test_body_size_and_full_superior_inferior_extent(phantoms, seed):
+def test_the_scan_starts_and_ends_inside_the_field(phantoms, seed):
     ct, labels = phantoms[seed]
-    body = ct.hu > -500
-    body |= labels != Tissue.AIR
-    spacing = ct.spacing_mm[0]
-    widths = [
-        np.ptp(np.flatnonzero(body.any(axis=other))) * spacing
-        for other in [(1, 2), (0, 2)]
-    ]
-    assert 300.0 <= widths[0] <= 360.0  # left-right
-    assert 200.0 <= widths[1] <= 270.0  # anterior-posterior
-    assert (
-        body[:, :, 0].any() and body[:, :, -1].any()
-    )  # body crosses the whole field in S
+    body = labels != Tissue.AIR
+    # Air above the neck and below the upper abdomen, as in a real chest CT.
+    assert not body[:, :, 0].any() and not body[:, :, -1].any()
+    assert 180.0 <= extent_mm(body, 2, ct.spacing_mm[0]) < 384.0
+
+
+def test_patients_differ_in_build_and_scan_range():
+    builds = [chest_phantom_with_labels(seed, 48, 8.0)[1] for seed in range(10)]
+    trunk = [labels == Tissue.LUNG for labels in builds]
+    widths = [extent_mm(lung, 0, 8.0) for lung in trunk]
+    lengths = [extent_mm(labels != Tissue.AIR, 2, 8.0) for labels in builds]
+    assert max(widths) - min(widths) >= 60.0  # child to large adult
+    assert max(lengths) - min(lengths) >= 50.0  # scan ranges differ
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The same patient drawn with one of the habitus's choices forced."""
+
+    def draw(**probabilities):
+        for name, value in probabilities.items():
+            monkeypatch.setattr(body_module, name, value)
+        return chest_phantom_with_labels(3, 48, 8.0)
+
+    return draw
+
+
+def test_arms_down_widen_the_chest_and_raised_arms_rise_beside_the_head(drawn):
+    down = drawn(ARM_POSE_PROBABILITY=(0.0, 1.0, 0.0))[1]
+    raised = drawn(ARM_POSE_PROBABILITY=(1.0, 0.0, 0.0))[1]
+    absent = drawn(ARM_POSE_PROBABILITY=(0.0, 0.0, 1.0))[1]
+    mid = 20  # a slice through the mid chest
+    width = {
+        name: extent_mm(labels[:, :, mid : mid + 1] != Tissue.AIR, 0, 8.0)
+        for name, labels in (("down", down), ("raised", raised), ("absent", absent))
+    }
+    assert width["down"] >= width["absent"] + 60.0
+    assert width["raised"] == width["absent"]
+    top = slice(34, 48)  # shoulders and above
+    assert (raised[:, :, top] != Tissue.AIR).sum() > (
+        absent[:, :, top] != Tissue.AIR
+    ).sum()
+
+
+def test_the_table_lies_under_the_back(drawn):
+    with_table = drawn(TABLE_PROBABILITY=1.0)[1]
+    without = drawn(TABLE_PROBABILITY=0.0)[1]
+    table = np.argwhere(with_table == Tissue.TABLE)
+    assert table.size > 0 and not (without == Tissue.TABLE).any()
+    patient = np.argwhere((with_table != Tissue.AIR) & (with_table != Tissue.TABLE))
+    assert table[:, 1].mean() < patient[:, 1].min() + 2  # posterior of the patient
+
+
+def test_breasts_add_tissue_in_front_and_contrast_brightens_the_blood(drawn):
+    plain, plain_labels = drawn(BREAST_PROBABILITY=0.0, CONTRAST_PROBABILITY=0.0)
+    more, more_labels = drawn(BREAST_PROBABILITY=1.0, CONTRAST_PROBABILITY=1.0)
+    added = (more_labels != Tissue.AIR) & (plain_labels == Tissue.AIR)
+    body = np.argwhere(plain_labels != Tissue.AIR)
+    assert added.sum() > 50 and np.argwhere(added)[:, 1].mean() > body[:, 1].mean()
+    assert np.median(plain.hu[plain_labels == Tissue.BLOOD]) < 80.0
+    assert np.median(more.hu[more_labels == Tissue.BLOOD]) > 140.0
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -75,9 +131,11 @@ def test_each_tissue_has_ct_numbers_in_its_range(phantoms, seed):
     assert ct.hu.min() >= -1024.0
     for tissue in [t for t in Tissue if t not in (Tissue.AIR, Tissue.LUNG)]:
         values = ct.hu[labels == tissue]
-        if tissue is Tissue.NODULE and values.size == 0:
-            continue
+        if tissue in (Tissue.NODULE, Tissue.TABLE) and values.size == 0:
+            continue  # drawn for some patients only
         low, high = TISSUE_HU[tissue]
+        if tissue is Tissue.BLOOD:
+            high = 350.0  # with contrast
         median = float(np.median(values))
         assert low - 15.0 <= median <= high + 15.0, (tissue.name, median)
     lung = ct.hu[labels == Tissue.LUNG]
@@ -89,10 +147,13 @@ def test_each_tissue_has_ct_numbers_in_its_range(phantoms, seed):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_anatomy_sits_on_the_right_side(phantoms, seed):
     ct, labels = phantoms[seed]
-    body = centroid_mm(ct, labels != Tissue.AIR)
+    body = centroid_mm(ct, (labels != Tissue.AIR) & (labels != Tissue.TABLE))
     heart = centroid_mm(ct, np.isin(labels, [Tissue.HEART]))
     liver = centroid_mm(ct, labels == Tissue.LIVER)
-    spine = centroid_mm(ct, np.isin(labels, [Tissue.TRABECULAR]))
+    # Bone marrow near the midline: the spine (not the arms or shoulder blades).
+    x_mm = ct.affine[0, 0] * np.arange(labels.shape[0]) + ct.affine[0, 3]
+    midline = (np.abs(x_mm - body[0]) < 40.0)[:, None, None]
+    spine = centroid_mm(ct, (labels == Tissue.TRABECULAR) & midline)
     lungs = np.argwhere(labels == Tissue.LUNG)
     # RAS+: x grows toward the patient's right, y toward anterior.
     assert heart[0] < body[0] - 10.0  # heart on the patient's left

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.volume import CTVolume
+from ct_pipeline.phantoms.body import Habitus
 from ct_pipeline.phantoms.shapes import (
     PatientFrame,
     ellipsoid,
@@ -47,6 +48,7 @@ class Tissue(IntEnum):
     TRABECULAR = 8
     CORTICAL = 9
     NODULE = 10
+    TABLE = 11
 
 
 # Per-patient mean HU of each tissue is drawn from these ranges (literature
@@ -63,6 +65,7 @@ TISSUE_HU: dict[Tissue, tuple[float, float]] = {
     Tissue.TRABECULAR: (180.0, 320.0),
     Tissue.CORTICAL: (1000.0, 1500.0),
     Tissue.NODULE: (30.0, 100.0),
+    Tissue.TABLE: (-450.0, 50.0),  # carbon-fibre shell over foam, averaged
 }
 
 
@@ -105,17 +108,22 @@ def chest_phantom_with_labels(
         )
     rng = np.random.default_rng(seed)
     grid = CubeGrid(size_vox, spacing_mm)
-    frame = PatientFrame(
-        yaw_deg=_u(rng, -6.0, 6.0), shift_mm=rng.uniform([-8, -8, -10], [8, 8, 10])
-    )
     torso = Torso(rng)
+    habitus = Habitus(rng, torso)
+    frame = PatientFrame(habitus.yaw_deg, habitus.shift_mm, habitus.scale)
     p = frame.coords(grid)
     labels = np.full((size_vox,) * 3, Tissue.AIR, dtype=np.uint8)
 
-    body = torso.paint_wall(p, labels)
+    torso.paint_wall(p, labels)
     thorax = torso.paint_cavity(p, labels)
+    organs, gas = habitus.abdomen_masks(p, torso)
+    labels[organs] = Tissue.LIVER
+    labels[gas] = Tissue.AIR
     heart, chambers, heart_fat = torso.heart_masks(p)
-    tube_labels, vessel_clearance = render_tubes(grid, frame, torso.tubes())
+    clavicles = [
+        (line, r, int(Tissue.CORTICAL), 0.0) for line, r in habitus.clavicles(torso)
+    ]
+    tube_labels, vessel_clearance = render_tubes(grid, frame, torso.tubes() + clavicles)
     spine_bone, spine_soft, spine_keepout = torso.spine_masks(p)
     sternum = torso.sternum_mask(p)
 
@@ -128,11 +136,23 @@ def chest_phantom_with_labels(
     is_tube = tube_labels >= 0
     labels[is_tube] = tube_labels[is_tube]
     labels[spine_soft] = Tissue.SOFT_TISSUE
-    bone = spine_bone | sternum | (tube_labels == Tissue.CORTICAL)
-    _paint_bone(labels, bone, spacing_mm)
+    labels[habitus.neck_mask(p)] = Tissue.AIR
+    breast, gland = habitus.breast_masks(p, torso)
+    labels[breast & (labels == Tissue.AIR)] = Tissue.FAT
+    labels[gland & (labels == Tissue.FAT)] = Tissue.SOFT_TISSUE
+    arm, humerus = habitus.arm_masks(p, torso)
+    labels[arm & (labels == Tissue.AIR)] = Tissue.SOFT_TISSUE
+    labels[np.broadcast_to(habitus.table_mask(p, torso), labels.shape)] = Tissue.TABLE
+    scapula = habitus.scapula_mask(p, torso) & (labels != Tissue.LUNG)
+    bone = spine_bone | sternum | (tube_labels == Tissue.CORTICAL) | scapula
+    _paint_bone(labels, bone | (humerus & arm), spacing_mm)
+    labels[np.broadcast_to(habitus.outside_scan(p), labels.shape)] = Tissue.AIR
     lung = labels == Tissue.LUNG
+    body = labels != Tissue.AIR
 
     level = {t: rng.uniform(*TISSUE_HU[t]) for t in Tissue}
+    if habitus.contrast:
+        level[Tissue.BLOOD] = habitus.blood_hu
     hu = np.array([level[t] for t in Tissue], dtype=np.float32)[labels]
     vessels = _vessel_fraction(grid, frame, torso)
     texture = _lung_texture(rng, p, torso, grid)
@@ -158,20 +178,24 @@ class Torso:
 
     def __init__(self, rng: np.random.Generator) -> None:
         # Trunk: superellipse outline, flatter at the back (lying on the table).
-        self.half_width = _u(rng, 160.0, 175.0)
-        self.half_depth = _u(rng, 110.0, 130.0)
+        # Habitus: width 290-370 mm (x the frame's scale), width-to-depth
+        # 1.25-1.55 (round to flat chests), subcutaneous fat thin to obese.
+        self.half_width = _u(rng, 145.0, 185.0)
+        self.half_depth = self.half_width / _u(rng, 1.25, 1.55)
         self.power_front, self.power_back = _u(rng, 2.0, 2.5), _u(rng, 2.8, 3.6)
-        self.skin, self.fat = 2.5, _u(rng, 8.0, 25.0)
+        self.skin, self.fat = 2.5, _u(rng, 4.0, 40.0)
         self.muscle, self.back_extra = _u(rng, 10.0, 16.0), _u(rng, 15.0, 25.0)
         wall = self.skin + self.fat + self.muscle
         self.cavity_a = self.half_width - wall
         self.cavity_b = self.half_depth - wall - self.back_extra / 2
         self.cavity_y = self.back_extra / 2
-        self.apex_z, self.taper_mm = _u(rng, 120.0, 155.0), _u(rng, 60.0, 90.0)
-        self.dome_right = _u(rng, -70.0, -35.0)
-        self.dome_left = self.dome_right - _u(rng, 10.0, 25.0)  # liver lifts the right
-        self.dome_depth = _u(rng, 50.0, 80.0)
-        self.mediastinum_mm = _u(rng, 12.0, 22.0)
+        # Lungs: apex height, inspiration depth (dome height) and the depth of
+        # the costophrenic recesses set lung shape and volume.
+        self.apex_z, self.taper_mm = _u(rng, 110.0, 165.0), _u(rng, 55.0, 95.0)
+        self.dome_right = _u(rng, -90.0, -20.0)
+        self.dome_left = self.dome_right - _u(rng, 5.0, 30.0)  # liver lifts the right
+        self.dome_depth = _u(rng, 35.0, 95.0)
+        self.mediastinum_mm = _u(rng, 10.0, 30.0)
         # Below the diaphragm: liver on the right, stomach with a gas cap on the left.
         self.liver_left_x, self.liver_depth = (
             _u(rng, -40.0, -10.0),
@@ -188,12 +212,15 @@ class Torso:
         side = np.cross([0.0, 0.0, 1.0], long_axis)
         side /= np.linalg.norm(side)
         self.heart_axes = np.stack([long_axis, side, np.cross(long_axis, side)], axis=1)
-        self.heart_semi = np.array([_u(rng, 55, 68), _u(rng, 42, 52), _u(rng, 40, 50)])
+        size = _u(rng, 0.85, 1.2)  # small to enlarged hearts
+        self.heart_semi = size * np.array(
+            [_u(rng, 55, 68), _u(rng, 42, 52), _u(rng, 40, 50)]
+        )
         self.heart_centre = np.array(
             [
-                -_u(rng, 28.0, 42.0),
-                self.cavity_y + _u(rng, 12.0, 28.0),
-                (self.dome_right + self.dome_left) / 2 + _u(rng, 25.0, 40.0),
+                -_u(rng, 20.0, 50.0),
+                self.cavity_y + _u(rng, 12.0, 30.0),
+                (self.dome_right + self.dome_left) / 2 + _u(rng, 22.0, 45.0),
             ]
         )
         # Spine: vertebral bodies in the posterior cavity, thoracic kyphosis.
@@ -240,7 +267,7 @@ class Torso:
         ) ** 2
         return dome - self.dome_depth * spread
 
-    def _cavity(self, p, scale) -> np.ndarray:
+    def cavity(self, p, scale) -> np.ndarray:
         return (p[0] / (self.cavity_a * scale + 1e-3)) ** 2 + (
             (p[1] - self.cavity_y) / (self.cavity_b * scale + 1e-3)
         ) ** 2 <= 1.0
@@ -248,7 +275,7 @@ class Torso:
     def paint_cavity(self, p, labels: np.ndarray) -> np.ndarray:
         """Abdomen under the diaphragm; returns the thorax (mediastinum + lungs)."""
         below = p[2] < self.diaphragm_z(p[0], p[1])
-        abdomen = self._cavity(p, 1.0) & below
+        abdomen = self.cavity(p, 1.0) & below
         liver = (
             abdomen
             & (p[0] > self.liver_left_x)
@@ -265,7 +292,7 @@ class Torso:
         stomach = abdomen & ellipsoid(p, centre, np.full(3, self.stomach_r))
         labels[stomach] = Tissue.SOFT_TISSUE
         labels[stomach & (p[2] > centre[2] + self.stomach_r * 0.4)] = Tissue.AIR
-        thorax = self._cavity(p, self.taper(p[2])) & ~below & (p[2] < self.apex_z)
+        thorax = self.cavity(p, self.taper(p[2])) & ~below & (p[2] < self.apex_z)
         labels[thorax] = Tissue.FAT  # mediastinal fat until organs are drawn over it
         return thorax
 
@@ -489,8 +516,9 @@ def _vessel_fraction(grid: CubeGrid, frame: PatientFrame, torso: Torso) -> np.nd
         chosen = (radii >= low) & (radii < high)
         if not chosen.any():
             continue
-        volume = np.pi * radii[chosen] ** 2 * 1.0 / voxel_mm3  # 1 mm steps
-        sigma = max(0.5, float(radii[chosen].mean()) / grid.spacing_mm)
+        # Points 1 mm apart in the patient, ``scale`` mm in the scanner.
+        volume = np.pi * radii[chosen] ** 2 * frame.scale**3 / voxel_mm3
+        sigma = max(0.5, float(radii[chosen].mean()) * frame.scale / grid.spacing_mm)
         total += ndimage.gaussian_filter(
             splat(grid, frame, points[chosen], volume), sigma
         )

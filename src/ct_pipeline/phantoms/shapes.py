@@ -13,8 +13,12 @@ from ct_pipeline.ct.grid import CubeGrid
 
 @dataclass(frozen=True)
 class PatientFrame:
-    """Where the patient lies in the scanner: turned by ``yaw_deg`` about the
-    superior axis, then shifted: world = Rz(yaw) @ patient + shift_mm.
+    """Where the patient lies in the scanner and how big they are: scaled by
+    ``scale``, turned by ``yaw_deg`` about the superior axis, then shifted:
+    world = Rz(yaw) @ (scale * patient) + shift_mm.
+
+    Anatomy is drawn for an adult (scale 1); the scale makes the same recipe
+    a child or a large adult.
 
     Turning only about S keeps x and y functions of (i, j) alone and z of k
     alone, so cross-section masks are computed once per slice plane (fast).
@@ -22,6 +26,7 @@ class PatientFrame:
 
     yaw_deg: float
     shift_mm: np.ndarray  # (3,)
+    scale: float = 1.0
 
     @property
     def rotation(self) -> np.ndarray:
@@ -37,13 +42,17 @@ class PatientFrame:
         dx = (axis - np.float32(self.shift_mm[0]))[:, None, None]
         dy = (axis - np.float32(self.shift_mm[1]))[None, :, None]
         z = (axis - np.float32(self.shift_mm[2]))[None, None, :]
-        r = self.rotation.astype(np.float32)
-        # p = R^T (world - shift)
-        return r[0, 0] * dx + r[1, 0] * dy, r[0, 1] * dx + r[1, 1] * dy, z
+        r = self.rotation.astype(np.float32) / np.float32(self.scale)
+        # p = R^T (world - shift) / scale
+        return (
+            r[0, 0] * dx + r[1, 0] * dy,
+            r[0, 1] * dx + r[1, 1] * dy,
+            z / np.float32(self.scale),
+        )
 
     def to_index(self, points_mm: np.ndarray, grid: CubeGrid) -> np.ndarray:
         """Patient-frame points (m, 3) -> fractional voxel indices (m, 3)."""
-        world = points_mm @ self.rotation.T + self.shift_mm
+        world = self.scale * points_mm @ self.rotation.T + self.shift_mm
         return (world - grid.affine[:3, 3]) / grid.spacing_mm
 
 
@@ -83,19 +92,22 @@ def render_tubes(
     frame: PatientFrame,
     tubes: list[tuple[np.ndarray, float, int, float]],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Label volume (-1 outside) of tubes (polyline mm, radius mm, label, clearance mm),
-    and the mask of voxels within radius + clearance of a tube.
+    """Label volume (-1 outside) of tubes (patient-frame polyline mm, radius mm,
+    label, clearance mm), and the mask of voxels within radius + clearance of a tube.
 
     One Euclidean distance transform serves every tube: each voxel finds its
     nearest centreline voxel and is inside when closer than that tube's radius.
     """
     seeds = np.full((grid.size,) * 3, -1, dtype=np.int32)
-    radii = np.array([tube[1] for tube in tubes], dtype=np.float32)
+    # Distances are measured in the scanner (world mm): scale the patient's.
+    radii = frame.scale * np.array([tube[1] for tube in tubes], dtype=np.float32)
     labels = np.array([tube[2] for tube in tubes], dtype=np.int32)
-    clearance = np.array([tube[3] for tube in tubes], dtype=np.float32)
+    clearance = frame.scale * np.array([tube[3] for tube in tubes], dtype=np.float32)
     for tube_id in np.argsort(radii, kind="stable"):  # thick tubes win shared voxels
         index = np.rint(
-            frame.to_index(densify(tubes[tube_id][0], grid.spacing_mm / 2), grid)
+            frame.to_index(
+                densify(tubes[tube_id][0], grid.spacing_mm / 2 / frame.scale), grid
+            )
         )
         index = index[np.all((index >= 0) & (index < grid.size), axis=1)].astype(int)
         seeds[index[:, 0], index[:, 1], index[:, 2]] = tube_id
