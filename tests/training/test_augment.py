@@ -128,3 +128,33 @@ def test_samples_are_a_function_of_seed_epoch_and_index():
 def test_bad_augmentation_parameters_are_named(bad):
     with pytest.raises(ValueError, match=r"train\.augment"):
         Augmentation.from_dict(bad)
+
+
+def test_a_mirror_only_draw_takes_the_stored_views_of_the_finer_anatomy():
+    hu = asymmetric_body()
+    stored = (torch.full((2, 24, 24), 1.0), torch.full((2, 24, 24), 2.0))
+    for probability, expected, target in ((1.0, 2.0, hu.flip(0)), (0.0, 1.0, hu)):
+        views, moved = augmented_sample(
+            hu,
+            SPACING,
+            GEOMETRY,
+            [0.0, 90.0],
+            0.02,
+            Augmentation(mirror=probability),
+            sample_generator(0, 1, 0),
+            stored_views=stored,
+        )
+        assert torch.all(views == expected)
+        torch.testing.assert_close(moved, target)
+    # A draw that moves the patient renders its views again from the cube.
+    views, moved = augmented_sample(
+        hu,
+        SPACING,
+        GEOMETRY,
+        [0.0, 90.0],
+        0.02,
+        Augmentation(shift_mm=10.0, mirror=1.0),
+        sample_generator(0, 1, 0),
+        stored_views=stored,
+    )
+    np.testing.assert_allclose(views.numpy(), rendered(moved, [0.0, 90.0]), atol=1e-4)

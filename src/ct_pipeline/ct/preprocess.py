@@ -37,23 +37,37 @@ def preprocess_ct(
     if volume_size < 1:
         raise ValueError(f"volume_size must be >= 1, got {volume_size}")
     centre = body_centre_mm(ct, body_threshold_hu)
-    out_affine = CubeGrid(volume_size, target_spacing_mm, tuple(centre)).affine
+    return resample_to_grid(ct, CubeGrid(volume_size, target_spacing_mm, tuple(centre)))
+
+
+def resample_to_grid(ct: CTVolume, grid: CubeGrid) -> CTVolume:
+    """``ct`` sampled (trilinear, anti-aliased when shrinking) at every voxel
+    centre of ``grid``; air outside the input."""
+    out_affine = grid.affine
     # Output voxel -> input voxel: inv(A_in) @ A_out, affine in index space.
     out_to_in = np.linalg.solve(ct.affine, out_affine)
-    source, out_to_in = _antialiased_source(
-        ct, out_to_in, volume_size, target_spacing_mm
-    )
+    source, out_to_in = _antialiased_source(ct, out_to_in, grid.size, grid.spacing_mm)
     hu = ndimage.affine_transform(
         source,
         out_to_in[:3, :3],
         offset=out_to_in[:3, 3],
-        output_shape=(volume_size,) * 3,
+        output_shape=(grid.size,) * 3,
         output=np.float32,
         order=1,
         mode="constant",
         cval=AIR_HU,
     )
     return CTVolume(hu=hu, affine=out_affine)
+
+
+def finer_grid(grid: CubeGrid, factor: int) -> CubeGrid:
+    """The same field as ``grid`` (same centre, same outer faces) in voxels
+    ``factor`` times smaller: the anatomy that views of a real patient see."""
+    if not isinstance(factor, int) or factor < 1:
+        raise ValueError(
+            f"the oversampling factor must be an integer >= 1, got {factor!r}"
+        )
+    return CubeGrid(grid.size * factor, grid.spacing_mm / factor, grid.centre_mm)
 
 
 def body_centre_mm(ct: CTVolume, threshold_hu: float) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 from kedro.io import DatasetError
@@ -26,6 +27,13 @@ class DRRSetDataset(LocalFileDataset[DRRSet, DRRSet]):
                     isocentre_mm=data["isocentre_mm"].astype(np.float64),
                     # Sets written before it was recorded used the default.
                     mu_water_per_mm=float(data.get("mu_water_per_mm", MU_WATER_PER_MM)),
+                    # Sets written before these were recorded: views of the cube.
+                    anatomy_spacing_mm=_optional_float(data, "anatomy_spacing_mm"),
+                    mirrored_projections=(
+                        data["mirrored_projections"].astype(np.float32)
+                        if "mirrored_projections" in data
+                        else None
+                    ),
                 )
         except (OSError, KeyError, ValueError) as error:
             raise DatasetError(
@@ -33,12 +41,23 @@ class DRRSetDataset(LocalFileDataset[DRRSet, DRRSet]):
             ) from error
 
     def save(self, data: DRRSet) -> None:
-        with atomic_path(self._filepath) as tmp:
-            np.savez_compressed(
-                tmp,
-                projections=data.projections.astype(np.float32),
-                angles_deg=np.asarray(data.angles_deg, dtype=np.float64),
-                geometry=np.array(json.dumps(data.geometry.to_dict())),
-                isocentre_mm=np.asarray(data.isocentre_mm, dtype=np.float64),
-                mu_water_per_mm=np.float64(data.mu_water_per_mm),
+        optional: dict[str, Any] = {}
+        if data.anatomy_spacing_mm is not None:
+            optional["anatomy_spacing_mm"] = np.float64(data.anatomy_spacing_mm)
+        if data.mirrored_projections is not None:
+            optional["mirrored_projections"] = data.mirrored_projections.astype(
+                np.float32
             )
+        arrays = optional | {
+            "projections": data.projections.astype(np.float32),
+            "angles_deg": np.asarray(data.angles_deg, dtype=np.float64),
+            "geometry": np.array(json.dumps(data.geometry.to_dict())),
+            "isocentre_mm": np.asarray(data.isocentre_mm, dtype=np.float64),
+            "mu_water_per_mm": np.float64(data.mu_water_per_mm),
+        }
+        with atomic_path(self._filepath) as tmp:
+            np.savez_compressed(tmp, **arrays)
+
+
+def _optional_float(data: np.lib.npyio.NpzFile, key: str) -> float | None:
+    return float(data[key]) if key in data else None

@@ -18,7 +18,12 @@ class DRRSet:
     ``projections`` is (V, H, W) float32, p = integral of mu dl (dimensionless),
     rows superior -> inferior and columns along u = d x v.
     ``isocentre_mm`` is the RAS+ point the views rotate about (the centre of
-    the preprocessed volume).
+    the preprocessed volume). ``anatomy_spacing_mm`` is the voxel size of the
+    volume the views were rendered from: finer than the target cube, as a
+    real radiograph sees finer anatomy than the grid (None: the cube itself).
+    ``mirrored_projections``, when present, are the same views of the patient
+    mirrored left-right about the isocentre, rendered from that same volume:
+    the exact views of a mirrored sample in training.
     """
 
     projections: np.ndarray  # (V, H, W) float32
@@ -28,6 +33,8 @@ class DRRSet:
     # The HU -> mu scale the views were rendered with: training re-renders
     # moved patients (augmentation) with the same physics.
     mu_water_per_mm: float = MU_WATER_PER_MM
+    anatomy_spacing_mm: float | None = None
+    mirrored_projections: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         views = self.projections.shape[0] if self.projections.ndim == 3 else None
@@ -35,6 +42,12 @@ class DRRSet:
             raise ValueError(
                 f"projections must be (V, {self.geometry.detector_px[0]}, "
                 f"{self.geometry.detector_px[1]}), got {self.projections.shape}"
+            )
+        mirrored = self.mirrored_projections
+        if mirrored is not None and mirrored.shape != self.projections.shape:
+            raise ValueError(
+                f"mirrored_projections must match projections {self.projections.shape}, "
+                f"got {mirrored.shape}"
             )
         if self.angles_deg.shape != (views,):
             raise ValueError(f"need {views} angles, got shape {self.angles_deg.shape}")
@@ -49,10 +62,13 @@ class DRRSet:
                     f"view {angle} deg was not rendered; available: {self.angles_deg.tolist()}"
                 )
             index.append(int(hits[0]))
+        mirrored = self.mirrored_projections
         return DRRSet(
             self.projections[index],
             self.angles_deg[index],
             self.geometry,
             self.isocentre_mm,
             self.mu_water_per_mm,
+            self.anatomy_spacing_mm,
+            None if mirrored is None else mirrored[index],
         )

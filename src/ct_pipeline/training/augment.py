@@ -13,6 +13,9 @@ Turns and sub-voxel shifts resample the cube (bilinear), which blurs the
 target a little; the mirror is exact (a flip of the array), so it adds
 patients without changing what a voxel of the target looks like.
 
+A DRR set rendered from finer anatomy also holds the views of the mirrored
+patient: a draw that only mirrors uses them, so the views keep their detail.
+
 Every draw is seeded by (seed, epoch, patient index), so a run, a resumed
 run and every DDP rank see the same samples.
 """
@@ -116,8 +119,14 @@ def augmented_sample(
     mu_water_per_mm: float,
     augmentation: Augmentation,
     generator: torch.Generator,
+    stored_views: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(views (V, H, W) line integrals, moved HU cube (n, n, n)) of one random move."""
+    """(views (V, H, W) line integrals, moved HU cube (n, n, n)) of one random move.
+
+    ``stored_views`` (views, mirrored views), when the DRR set holds both,
+    serve a draw that only mirrors: they were rendered from the patient's
+    finer anatomy, which the cube cannot reproduce.
+    """
     angle = (
         torch.rand((), generator=generator).item() * 2 - 1
     ) * augmentation.rotate_deg
@@ -127,6 +136,8 @@ def augmented_sample(
     if mirrored:
         # Array axis i is R (RAS+); the cube's centre, the isocentre, stays put.
         moved = moved.flip(0)
+    if stored_views is not None and not augmentation.moves:
+        return stored_views[1 if mirrored else 0], moved
     n = hu.shape[0]
     affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     # The isocentre is the cube's centre, as in the DRR stage.

@@ -132,5 +132,18 @@ class ReconstructionDataset(Dataset):
             self.mu_water_per_mm,
             self.augmentation,
             sample_generator(self.seed, self.epoch, index),
+            stored_views=_stored_views(selected),
         )
         return views_t, to_unit(moved, self.hu_window)[None]
+
+
+def _stored_views(drr: DRRSet) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(views, mirrored views) when the DRR set holds both, else None."""
+    if drr.mirrored_projections is None:
+        return None
+    return (
+        torch.from_numpy(np.ascontiguousarray(drr.projections, dtype=np.float32)),
+        torch.from_numpy(
+            np.ascontiguousarray(drr.mirrored_projections, dtype=np.float32)
+        ),
+    )

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ct_pipeline.ct import CTVolume, preprocess_ct
+from ct_pipeline.ct import CTVolume, CubeGrid, preprocess_ct
+from ct_pipeline.ct.preprocess import finer_grid, resample_to_grid
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
@@ -66,14 +67,21 @@ def _preprocessed(
     return prepared
 
 
+def _sources(
+    raw_ct: Mapping[str, Callable[[], CTVolume]],
+    phantom_ct: Mapping[str, Callable[[], CTVolume]],
+) -> tuple[str, Mapping[str, Callable[[], CTVolume]]]:
+    """Which CTs the data set is made of: the raw folder's, else the phantoms."""
+    return ("raw", raw_ct) if raw_ct else ("phantom", phantom_ct)
+
+
 def preprocess_volumes(
     raw_ct: Mapping[str, Callable[[], CTVolume]],
     phantom_ct: Mapping[str, Callable[[], CTVolume]],
     params: dict[str, Any],
 ) -> tuple[dict[str, Callable[[], CTVolume]], dict[str, Any]]:
     """Resample every CT to the isotropic cube the network sees (lazily, per patient)."""
-    source = "raw" if raw_ct else "phantom"
-    volumes = raw_ct if raw_ct else phantom_ct
+    source, volumes = _sources(raw_ct, phantom_ct)
     if not volumes:
         raise ValueError(
             "no CT to preprocess: the raw folder is empty and no phantoms were made"
@@ -92,38 +100,64 @@ def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
 
 
 def _rendered(
-    ct: Callable[[], CTVolume] | CTVolume,
+    cube: Callable[[], CTVolume] | CTVolume,
+    source: Callable[[], CTVolume] | CTVolume,
     geometry: Geometry,
     angles: list[float],
     params: dict[str, Any],
 ) -> DRRSet:
-    volume = load_one(ct)
+    target = load_one(cube)
+    oversample = int(params["view_oversample"])
+    # The views see the patient's own anatomy, finer than the target cube
+    # (a radiograph is not made from 12 mm voxels), over the cube's field.
+    anatomy = resample_to_grid(
+        load_one(source), finer_grid(CubeGrid.of(target), oversample)
+    )
+    mirrored = CTVolume(hu=anatomy.hu[::-1].copy(), affine=anatomy.affine)
     # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    projections = render_drrs(
-        volume,
-        geometry,
-        angles,
-        mu_water_per_mm=params["mu_water_per_mm"],
-        device=device,
-    )
+    views = [
+        render_drrs(
+            volume,
+            geometry,
+            angles,
+            mu_water_per_mm=params["mu_water_per_mm"],
+            device=device,
+        )
+        for volume in (anatomy, mirrored)
+    ]
     return DRRSet(
-        projections=projections,
+        projections=views[0],
         angles_deg=np.asarray(angles, dtype=np.float64),
         geometry=geometry,
-        isocentre_mm=volume.centre_mm,
+        isocentre_mm=target.centre_mm,
         mu_water_per_mm=float(params["mu_water_per_mm"]),
+        anatomy_spacing_mm=CubeGrid.of(anatomy).spacing_mm,
+        mirrored_projections=views[1],
     )
 
 
 def render_drr_sets(
-    preprocessed_ct: Mapping[str, Callable[[], CTVolume]], params: dict[str, Any]
+    preprocessed_ct: Mapping[str, Callable[[], CTVolume]],
+    raw_ct: Mapping[str, Callable[[], CTVolume]],
+    phantom_ct: Mapping[str, Callable[[], CTVolume]],
+    params: dict[str, Any],
 ) -> dict[str, Callable[[], DRRSet]]:
-    """Cone-beam (or parallel) line-integral DRRs of every patient (lazily, per patient)."""
+    """Cone-beam (or parallel) line-integral DRRs of every patient (lazily,
+    per patient), rendered from the patient's CT ``drr.view_oversample`` times
+    finer than the preprocessed cube, and of the patient mirrored left-right."""
     # Resolved once, here: a bad geometry fails before any patient is read.
     geometry, angles = drr_geometry(params)
+    _, sources = _sources(raw_ct, phantom_ct)
     return {
-        patient: partial(_rendered, preprocessed_ct[patient], geometry, angles, params)
+        patient: partial(
+            _rendered,
+            preprocessed_ct[patient],
+            sources[patient],
+            geometry,
+            angles,
+            params,
+        )
         for patient in sorted(preprocessed_ct)
     }
 

@@ -33,7 +33,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 render_drr_sets,
-                inputs={"preprocessed_ct": "preprocessed_ct", "params": "params:drr"},
+                inputs={
+                    "preprocessed_ct": "preprocessed_ct",
+                    "raw_ct": "raw_ct",
+                    "phantom_ct": "phantom_ct",
+                    "params": "params:drr",
+                },
                 outputs="drr_sets",
                 name="render_drr_sets",
                 tags=["render"],
