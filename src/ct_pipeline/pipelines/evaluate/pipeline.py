@@ -9,6 +9,7 @@ from ct_pipeline.pipelines.evaluate.nodes import (
     plot_reconstructions,
     plot_training_curves,
     reconstruct_test_set,
+    score_real_ct,
     score_test_set,
     summarise_metrics,
 )
@@ -96,6 +97,17 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 outputs="attention_figure",
                 name="plot_attention_maps",
                 tags=["evaluation", "reporting"],
+            ),
+            node(
+                score_real_ct,
+                inputs={
+                    "best_model": "best_model",
+                    "drr_sets": "drr_sets",
+                    "params": "params:evaluate",
+                },
+                outputs=["real_ct_metrics", "real_ct_figure"],
+                name="score_real_ct",
+                tags=["evaluation"],
             ),
             node(
                 describe_run,
