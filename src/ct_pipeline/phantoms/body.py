@@ -47,7 +47,7 @@ class Habitus:
     """
 
     def __init__(self, rng: np.random.Generator, torso: Torso) -> None:
-        self.scale = _u(rng, 0.78, 1.12)  # child to large adult
+        self.scale = _u(rng, 0.85, 1.12)  # small to large adult
         self.yaw_deg = _u(rng, -6.0, 6.0)
         # Scan range: from the neck to the upper abdomen, air beyond; at most
         # MAX_SCAN_MM long in the scanner, centred in the field within 10 mm.

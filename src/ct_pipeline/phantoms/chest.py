@@ -57,7 +57,7 @@ TISSUE_HU: dict[Tissue, tuple[float, float]] = {
     Tissue.AIR: (-1000.0, -1000.0),
     Tissue.FAT: (-120.0, -80.0),
     Tissue.SOFT_TISSUE: (30.0, 55.0),
-    Tissue.LUNG: (-880.0, -820.0),
+    Tissue.LUNG: (-900.0, -820.0),
     Tissue.HEART: (30.0, 45.0),
     Tissue.BLOOD: (40.0, 55.0),
     Tissue.LIVER: (50.0, 70.0),
@@ -184,15 +184,15 @@ class Torso:
         self.half_depth = self.half_width / _u(rng, 1.25, 1.55)
         self.power_front, self.power_back = _u(rng, 2.0, 2.5), _u(rng, 2.8, 3.6)
         self.skin, self.fat = 2.5, _u(rng, 4.0, 40.0)
-        self.muscle, self.back_extra = _u(rng, 10.0, 16.0), _u(rng, 15.0, 25.0)
+        self.muscle, self.back_extra = _u(rng, 8.0, 14.0), _u(rng, 10.0, 22.0)
         wall = self.skin + self.fat + self.muscle
         self.cavity_a = self.half_width - wall
         self.cavity_b = self.half_depth - wall - self.back_extra / 2
         self.cavity_y = self.back_extra / 2
         # Lungs: apex height, inspiration depth (dome height) and the depth of
         # the costophrenic recesses set lung shape and volume.
-        self.apex_z, self.taper_mm = _u(rng, 110.0, 165.0), _u(rng, 55.0, 95.0)
-        self.dome_right = _u(rng, -90.0, -20.0)
+        self.apex_z, self.taper_mm = _u(rng, 120.0, 170.0), _u(rng, 55.0, 95.0)
+        self.dome_right = _u(rng, -100.0, -30.0)
         self.dome_left = self.dome_right - _u(rng, 5.0, 30.0)  # liver lifts the right
         self.dome_depth = _u(rng, 35.0, 95.0)
         self.mediastinum_mm = _u(rng, 10.0, 30.0)
