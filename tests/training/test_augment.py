@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.drr.projector import render_drrs
 from ct_pipeline.training.augment import (
     Augmentation,
+    acquired,
     augmented_sample,
     move_volume,
     sample_generator,
@@ -158,3 +161,38 @@ def test_a_mirror_only_draw_takes_the_stored_views_of_the_finer_anatomy():
         stored_views=stored,
     )
     np.testing.assert_allclose(views.numpy(), rendered(moved, [0.0, 90.0]), atol=1e-4)
+
+
+def _acquired(views: torch.Tensor, **terms: float) -> torch.Tensor:
+    return acquired(views, Augmentation(**terms), sample_generator(0, 1, 0))
+
+
+def test_acquisition_terms_change_the_views_as_a_detector_would():
+    views = torch.from_numpy(rendered(asymmetric_body(), [0.0, 90.0]))
+    assert _acquired(views) is views  # all terms off
+    # A flat-field error shifts each view's line integrals by -ln(1 / gain).
+    shifted = _acquired(views, gain=0.1) - views
+    for offset in shifted:
+        assert float(offset.std()) < 1e-5
+        assert 0.0 < abs(float(offset.mean())) <= -math.log(0.9) + 1e-6
+    # Scatter adds intensity where the body is: it lowers the line integrals.
+    scattered = _acquired(views, scatter=0.5)
+    assert (
+        torch.all(scattered <= views + 1e-6) and float((views - scattered).max()) > 0.01
+    )
+    # Blur keeps the detected intensity on the detector, spread out.
+    blurred = _acquired(views, blur_px=2.0)
+    torch.testing.assert_close(
+        torch.exp(-blurred).sum((1, 2)),
+        torch.exp(-views).sum((1, 2)),
+        rtol=0.05,
+        atol=0,
+    )
+    assert not torch.allclose(blurred, views, atol=1e-3)
+    # Quantum noise: zero-mean, with the variance 1 / (N exp(-p)) of the log.
+    noisy = _acquired(views, photons=1e5)
+    error = (noisy - views).double()
+    assert abs(float(error.mean())) < 0.01 and 0.0005 < float(error.std()) < 0.2
+    torch.testing.assert_close(_acquired(views, photons=1e5), noisy)  # seeded
+    with pytest.raises(ValueError, match="gain"):
+        Augmentation(gain=1.0)

@@ -35,18 +35,35 @@ from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
 
 AIR_HU = -1000.0
+ACQUISITION_KEYS = ("photons", "blur_px", "scatter", "gain")
+# Scatter reaches far across the detector: a halo of this many pixels (sigma).
+SCATTER_SIGMA_PX = 8.0
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Ranges of the random moves; all zero is off (the stored views are used)."""
+    """Ranges of the random moves and of the acquisition; all zero is off
+    (the stored views are used).
+
+    The acquisition terms make the views look like a real detector's:
+    ``photons`` the fewest photons per open-field pixel (quantum noise; each
+    view draws log-uniformly up to 100 times more), ``blur_px`` the largest
+    scintillator blur (Gaussian sigma, pixels), ``scatter`` the largest
+    scatter-to-primary ratio (a smooth halo added to the intensity), ``gain``
+    the largest relative error of the flat field (exposure). Each view draws
+    its own.
+    """
 
     rotate_deg: float = 0.0  # uniform in [-rotate_deg, rotate_deg] about superior
     shift_mm: float = 0.0  # uniform in [-shift_mm, shift_mm] along each axis
     mirror: float = 0.0  # probability of mirroring the patient left-right
+    photons: float = 0.0
+    blur_px: float = 0.0
+    scatter: float = 0.0
+    gain: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("rotate_deg", "shift_mm", "mirror"):
+        for name in ACQUISITION_KEYS + ("rotate_deg", "shift_mm", "mirror"):
             value = float(getattr(self, name))
             if not math.isfinite(value) or value < 0:
                 raise ValueError(
@@ -57,21 +74,29 @@ class Augmentation:
             raise ValueError(
                 f"train.augment.mirror is a probability in [0, 1], got {self.mirror!r}"
             )
+        if self.gain >= 1:
+            raise ValueError(
+                f"train.augment.gain is a relative error below 1, got {self.gain!r}"
+            )
 
     @property
     def moves(self) -> bool:
         return self.rotate_deg > 0 or self.shift_mm > 0
 
     @property
+    def acquires(self) -> bool:
+        return any(getattr(self, name) > 0 for name in ACQUISITION_KEYS)
+
+    @property
     def enabled(self) -> bool:
-        return self.moves or self.mirror > 0
+        return self.moves or self.mirror > 0 or self.acquires
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Augmentation:
-        known = {"rotate_deg", "shift_mm", "mirror"}
+        known = {"rotate_deg", "shift_mm", "mirror", *ACQUISITION_KEYS}
         unknown = sorted(set(data or {}) - known)
         if unknown:
             raise ValueError(
@@ -137,7 +162,8 @@ def augmented_sample(
         # Array axis i is R (RAS+); the cube's centre, the isocentre, stays put.
         moved = moved.flip(0)
     if stored_views is not None and not augmentation.moves:
-        return stored_views[1 if mirrored else 0], moved
+        views = stored_views[1 if mirrored else 0]
+        return acquired(views, augmentation, generator), moved
     n = hu.shape[0]
     affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     # The isocentre is the cube's centre, as in the DRR stage.
@@ -146,4 +172,49 @@ def augmented_sample(
         views = project(
             hu_to_mu(moved, mu_water_per_mm), affine, geometry, angles_deg, isocentre
         )
-    return views, moved
+    return acquired(views, augmentation, generator), moved
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """(V, H, W) images, each blurred by its own sigma (pixels; 0 leaves it)."""
+    out = []
+    for image, s in zip(images, sigma.tolist(), strict=True):
+        if s <= 0:
+            out.append(image)
+            continue
+        radius = max(1, math.ceil(3 * s))
+        x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+        kernel = torch.exp(-(x**2) / (2 * s * s))
+        kernel = kernel / kernel.sum()
+        padded = F.pad(image[None, None], (radius,) * 4, mode="replicate")
+        rows = F.conv2d(padded, kernel.view(1, 1, -1, 1))
+        out.append(F.conv2d(rows, kernel.view(1, 1, 1, -1))[0, 0])
+    return torch.stack(out)
+
+
+def acquired(
+    views: torch.Tensor, augmentation: Augmentation, generator: torch.Generator
+) -> torch.Tensor:
+    """(V, H, W) line integrals as a real detector would report them: the
+    intensity exp(-p) gains scatter, blur, a flat-field error and quantum
+    noise, and is logged back. Unchanged when the acquisition terms are off."""
+    if not augmentation.acquires:
+        return views
+    count = views.shape[0]
+
+    def draw(high: float) -> torch.Tensor:
+        return torch.rand(count, generator=generator) * high
+
+    intensity = torch.exp(-views.double())
+    scatter = draw(augmentation.scatter)[:, None, None]
+    halo = _gaussian_blur(intensity, torch.full((count,), SCATTER_SIGMA_PX))
+    intensity = intensity + scatter * halo
+    intensity = _gaussian_blur(intensity, draw(augmentation.blur_px))
+    gain = 1.0 + (2 * torch.rand(count, generator=generator) - 1) * augmentation.gain
+    intensity = intensity / gain[:, None, None]
+    if augmentation.photons > 0:
+        photons = augmentation.photons * 100.0 ** torch.rand(count, generator=generator)
+        expected = intensity * photons[:, None, None]
+        counts = torch.poisson(expected, generator=generator).clamp(min=0.5)
+        intensity = counts / photons[:, None, None]
+    return (-torch.log(intensity)).to(views.dtype)
