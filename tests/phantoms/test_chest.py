@@ -14,6 +14,7 @@ from ct_pipeline.phantoms import (
     generate_phantoms,
 )
 from ct_pipeline.phantoms import body as body_module
+from ct_pipeline.phantoms import chest as chest_module
 
 SEEDS = (0, 1, 2)
 
@@ -136,6 +137,10 @@ def test_each_tissue_has_ct_numbers_in_its_range(phantoms, seed):
         low, high = TISSUE_HU[tissue]
         if tissue is Tissue.BLOOD:
             high = 350.0  # with contrast
+        if tissue is Tissue.CORTICAL:
+            # 4 mm shell voxels hold 1.5 mm of cortex over marrow.
+            low = TISSUE_HU[Tissue.TRABECULAR][0] + 0.375 * (low - 320.0)
+            high = TISSUE_HU[Tissue.TRABECULAR][1] + 0.375 * (high - 180.0)
         median = float(np.median(values))
         assert low - 15.0 <= median <= high + 15.0, (tissue.name, median)
     lung = ct.hu[labels == Tissue.LUNG]
@@ -182,3 +187,12 @@ def test_bad_arguments_are_rejected():
         chest_phantom(0, size_vox=1)
     with pytest.raises(ValueError, match="n must be"):
         generate_phantoms(0, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("spacing_mm", "fill"), [(4.0, 0.375), (1.0, 0.75), (0.5, 1.0), (0.3, 1.0)]
+)
+def test_a_cortical_voxel_holds_the_cortex_that_fits_in_it(spacing_mm, fill):
+    # 1.5 mm of cortex spread over the shell's whole voxels: bone mass does not
+    # grow with the voxel size.
+    assert chest_module._cortex_fill(spacing_mm) == pytest.approx(fill)

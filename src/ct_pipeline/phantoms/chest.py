@@ -36,6 +36,10 @@ from ct_pipeline.phantoms.vessels import vessel_tree
 logger = logging.getLogger(__name__)
 
 
+# Thickness of cortical bone (vertebrae, ribs, sternum: about 1-2 mm).
+CORTEX_MM = 1.5
+
+
 class Tissue(IntEnum):
     AIR = 0
     FAT = 1
@@ -63,7 +67,7 @@ TISSUE_HU: dict[Tissue, tuple[float, float]] = {
     Tissue.LIVER: (50.0, 70.0),
     Tissue.CARTILAGE: (100.0, 160.0),
     Tissue.TRABECULAR: (180.0, 320.0),
-    Tissue.CORTICAL: (1000.0, 1500.0),
+    Tissue.CORTICAL: (1000.0, 1500.0),  # of pure cortex; voxels hold less
     Tissue.NODULE: (30.0, 100.0),
     Tissue.TABLE: (-450.0, 50.0),  # carbon-fibre shell over foam, averaged
 }
@@ -153,6 +157,10 @@ def chest_phantom_with_labels(
     level = {t: rng.uniform(*TISSUE_HU[t]) for t in Tissue}
     if habitus.contrast:
         level[Tissue.BLOOD] = habitus.blood_hu
+    marrow = level[Tissue.TRABECULAR]
+    level[Tissue.CORTICAL] = marrow + _cortex_fill(spacing_mm) * (
+        level[Tissue.CORTICAL] - marrow
+    )
     hu = np.array([level[t] for t in Tissue], dtype=np.float32)[labels]
     vessels = _vessel_fraction(grid, frame, torso)
     texture = _lung_texture(rng, p, torso, grid)
@@ -496,9 +504,20 @@ class Torso:
         return out
 
 
+def _cortex_fill(spacing_mm: float) -> float:
+    """Fraction of a shell voxel that is cortical bone.
+
+    The shell is whole voxels, at least one, but real cortex is CORTEX_MM
+    thick: partial volume keeps the bone's mass right on any grid (a 4 mm
+    voxel of pure cortex would weigh a vertebra two to three times over).
+    """
+    shell_voxels = max(1, int(np.ceil(CORTEX_MM / spacing_mm)))
+    return CORTEX_MM / (shell_voxels * spacing_mm)
+
+
 def _paint_bone(labels: np.ndarray, bone: np.ndarray, spacing_mm: float) -> None:
-    """Cortical shell (>= 2 mm, at least one voxel) over a trabecular core."""
-    shell_voxels = max(1, int(np.ceil(2.0 / spacing_mm)))
+    """Cortical shell (CORTEX_MM, at least one voxel) over a trabecular core."""
+    shell_voxels = max(1, int(np.ceil(CORTEX_MM / spacing_mm)))
     core = ndimage.binary_erosion(bone, iterations=shell_voxels)
     labels[bone] = Tissue.CORTICAL
     labels[core] = Tissue.TRABECULAR
