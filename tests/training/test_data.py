@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,18 @@ def test_patients_are_read_when_a_sample_asks_for_them(patients):
     torch.testing.assert_close(target, eager[3][1])
     data.check_all()
     assert all(lazy_volumes[p].loads >= 1 for p in ids)
+
+
+def test_views_of_the_cube_and_of_finer_anatomy_do_not_mix(patients):
+    volumes, drr_sets = patients
+    finer = {
+        p: dataclasses.replace(d, anatomy_spacing_mm=6.0) for p, d in drr_sets.items()
+    }
+    mixed = {**finer, "patient_01": drr_sets["patient_01"]}
+    ids = ["patient_00", "patient_01"]
+    assert ReconstructionDataset(volumes, finer, ids, [0.0]).anatomy_spacing_mm == 6.0
+    data = ReconstructionDataset(volumes, mixed, ids, [0.0])
+    with pytest.raises(
+        ValueError, match="rendered from None mm anatomy.*pipelines drr"
+    ):
+        data.check_all()

@@ -80,6 +80,8 @@ class ReconstructionDataset(Dataset):
         # The network's grid: the patient's cube, centred on the isocentre.
         self.grid = CubeGrid.of(volume, f"patient {first}'s volume").centred(ORIGIN_MM)
         self.mu_water_per_mm = drr.mu_water_per_mm
+        # Views of the cube and views of finer anatomy are different data.
+        self.anatomy_spacing_mm = drr.anatomy_spacing_mm
         self._check(first, volume, drr)
         self.augmentation = augmentation or Augmentation()
         self.seed, self.epoch = seed, 0
@@ -93,6 +95,12 @@ class ReconstructionDataset(Dataset):
             raise ValueError(
                 f"patient {patient} geometry {drr.geometry} differs from "
                 f"{self.patient_ids[0]}'s {self.geometry}"
+            )
+        if drr.anatomy_spacing_mm != self.anatomy_spacing_mm:
+            raise ValueError(
+                f"patient {patient}'s views were rendered from {drr.anatomy_spacing_mm} mm "
+                f"anatomy, {self.patient_ids[0]}'s from {self.anatomy_spacing_mm} mm: "
+                "rerun `kedro run --pipelines drr`"
             )
         if volume.hu.shape != (self.grid.size,) * 3:
             raise ValueError(

@@ -406,10 +406,14 @@ def _data_signature(
     train_set: ReconstructionDataset, split: Mapping[str, list[str]]
 ) -> dict[str, Any]:
     """What the weights were trained on, for the checkpoint folder's identity."""
-    return {
+    signature: dict[str, Any] = {
         "volume_size": train_set.grid.size,
         "spacing_mm": round(train_set.grid.spacing_mm, 6),
         "geometry": train_set.geometry.to_dict(),
         "train": sorted(split["train"]),
         "val": sorted(split["val"]),
     }
+    if train_set.anatomy_spacing_mm is not None:
+        # Absent for views of the cube, so their checkpoints keep their folder.
+        signature["anatomy_spacing_mm"] = round(train_set.anatomy_spacing_mm, 6)
+    return signature
