@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-
 # The hidden file in a layer's folder naming the data set its files belong to.
 STAMP = ".dataset.json"
 

@@ -113,6 +113,7 @@ def test_train_pipeline_returns_a_bundle_labelled_with_what_it_holds(stages):
     assert bundle.grid == CubeGrid(16, 24.0)
     assert bundle.num_views == params["train"]["num_views"]
     assert bundle.refinement == Refinement(**params["refinement"])
+    assert bundle.dataset_id == stages["drr"]["ct_source"]["dataset_id"]
     assert len(train["training_history"]) == params["train"]["epochs"]
     split = train["patient_split"]
     assert not set(split["train"]) & set(split["test"])

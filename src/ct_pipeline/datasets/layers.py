@@ -41,7 +41,9 @@ class PatientLayer(dict[str, Any]):
     """A layer's patients (id -> value or loader) and the data set they belong to."""
 
     def __init__(
-        self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), *,
+        self,
+        items: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        *,
         dataset_id: str | None = None,
     ) -> None:
         super().__init__(items)
@@ -74,9 +76,7 @@ class StagedLayer:
         return read_stamp(self._read_path())
 
 
-class ManifestDataset(
-    StagedLayer, LocalFileDataset[Mapping[str, Any], dict[str, Any]]
-):
+class ManifestDataset(StagedLayer, LocalFileDataset[Mapping[str, Any], dict[str, Any]]):
     """The data set's manifest, a JSON file: the commit record of its layers.
 
     Loads ``{}`` when there is none yet (the first run of a project).

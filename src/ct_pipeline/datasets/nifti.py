@@ -30,7 +30,9 @@ def _files(entry: Path) -> tuple[Path, ...]:
     if entry.is_file():
         return (entry,)
     return tuple(
-        sorted(p for p in entry.rglob("*") if p.is_file() and not p.name.startswith("."))
+        sorted(
+            p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
     )
 
 

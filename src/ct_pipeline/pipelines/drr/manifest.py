@@ -100,7 +100,7 @@ def build_manifest(
 
 
 def log_changes(manifest: Mapping[str, Any], previous: Mapping[str, Any]) -> None:
-    """"3 new, 1 changed, 196 unchanged, 2 removed" against the previous data set."""
+    """ "3 new, 1 changed, 196 unchanged, 2 removed" against the previous data set."""
     new, old = manifest["fingerprints"], previous.get("fingerprints", {})
     counts = {
         "new": sum(p not in old for p in new),

@@ -12,11 +12,11 @@ import torch
 
 from ct_pipeline.ct import CTVolume, CubeGrid, preprocess_ct
 from ct_pipeline.ct.preprocess import finer_grid, resample_to_grid
+from ct_pipeline.datasets.layers import PatientLayer
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.drr.projector import render_drrs
-from ct_pipeline.datasets.layers import PatientLayer
 from ct_pipeline.phantoms import phantom_loaders
 from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
 from ct_pipeline.pipelines.partitions import load_one
@@ -222,5 +222,7 @@ def make_drr_previews(
     previous_manifest: Mapping[str, Any] | None = None,
 ) -> PatientLayer:
     """Radiograph-like PNG strips of every patient's views, for people to look at."""
-    made = {patient: partial(_preview, patient, drr_sets[patient]) for patient in drr_sets}
+    made = {
+        patient: partial(_preview, patient, drr_sets[patient]) for patient in drr_sets
+    }
     return _layer(made, manifest, previous_manifest, previous, "previews")
