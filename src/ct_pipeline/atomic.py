@@ -13,6 +13,9 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# The hidden file in a layer's folder naming the data set its files belong to.
+STAMP = ".dataset.json"
+
 
 def _umask() -> int:
     # os.umask can only be read by setting it; set it straight back.
@@ -78,9 +81,7 @@ def replaced_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     For datasets written whole (a folder of one file per patient): a run that
     fails or is killed half-way leaves the previous folder complete and
     untouched, never a mix of old and new files. The staging folder is
-    hidden beside ``path`` (a reader of ``path`` never sees it). The old
-    folder's hidden files (``.gitkeep``) are carried over. The swap is two
-    renames, old folder aside and new folder in; the old one is then removed.
+    hidden beside ``path`` (a reader of ``path`` never sees it); see ``swap_in``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -89,14 +90,25 @@ def replaced_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     )
     try:
         yield staging
-        if target.is_dir():
-            for hidden in target.glob(".*"):
-                if not (staging / hidden.name).exists():
-                    os.replace(hidden, staging / hidden.name)
-        old = target.parent / f".{target.name}.old-{staging.name[-8:]}"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Put the complete folder ``staging`` in the place of the folder ``target``.
+
+    The old folder's hidden files (``.gitkeep``) are carried over, but never
+    its data-set stamp: that says which data set the *old* files belong to.
+    The swap is two renames, old folder aside and new folder in; the old one
+    is then removed.
+    """
+    if target.is_dir():
+        for hidden in target.glob(".*"):
+            if hidden.name != STAMP and not (staging / hidden.name).exists():
+                os.replace(hidden, staging / hidden.name)
+    old = target.parent / f".{target.name}.old-{staging.name[-8:]}"
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)

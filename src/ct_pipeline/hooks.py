@@ -1,5 +1,5 @@
-"""Project hooks: check every parameter before a run starts; tell the user
-where a run's results are when it ends."""
+"""Project hooks: check every parameter before a run starts; lock and commit
+the layers a run writes; tell the user where a run's results are when it ends."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ from kedro.io import DatasetError
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ct_pipeline.commit import LayerCommit, recover
+from ct_pipeline.datasets.layers import ManifestDataset, StagedLayer
+from ct_pipeline.lock import acquire, release
 from ct_pipeline.pipelines.checks import check_parameters
 
 logger = logging.getLogger(__name__)
@@ -145,6 +148,65 @@ def written_paths(pipeline: Any, catalog: Any) -> dict[str, str]:
         if path:
             written[name] = str(Path(path).resolve())
     return written
+
+
+def _staged_layers(pipeline: Any, catalog: Any) -> list[StagedLayer]:
+    layers = []
+    for name in sorted(pipeline.all_outputs()):
+        try:
+            dataset = catalog[name]
+        except DatasetError:
+            continue
+        if isinstance(dataset, StagedLayer):
+            layers.append(dataset)
+    return layers
+
+
+class LayerGuardHook:
+    """One run at a time writes a layer, and a data set's layers change together.
+
+    Before the run: a lock on every layer it writes (``ct_pipeline.lock``);
+    then, if it writes a data-set manifest, the commit of an earlier run that
+    was killed half-way is finished, leftover staging folders are removed, and
+    its layers are staged in one ``LayerCommit``, swapped in when the run
+    succeeds and dropped when it fails.
+    """
+
+    def __init__(self) -> None:
+        self._locks: list[Path] = []
+        self._commit: LayerCommit | None = None
+
+    @hook_impl
+    def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
+        targets = [Path(p) for p in written_paths(pipeline, catalog).values()]
+        # A session this process interrupted (Ctrl-C, no hook) left its locks.
+        release(self._locks)
+        self._locks = acquire(targets)
+        layers = _staged_layers(pipeline, catalog)
+        records = [layer for layer in layers if isinstance(layer, ManifestDataset)]
+        self._commit = None
+        if records:
+            self._commit = LayerCommit(records[0].layer_path)
+            recover([layer.layer_path for layer in layers], self._commit.record)
+            for layer in layers:
+                layer.join(self._commit)
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        if self._commit is not None:
+            self._commit.commit()
+        self._finish()
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        if self._commit is not None:
+            self._commit.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        self._commit = None
+        release(self._locks)
+        self._locks = []
 
 
 class RunSummaryHook:

@@ -74,7 +74,8 @@ class ModelBundle:
     ``grid`` is the cube the network predicts, centred on the isocentre (a
     prediction moves it to its DRR set's isocentre). ``trained_in_run`` is the
     tracking run that trained the weights, if any: runs that score or use the
-    bundle later are tagged with it.
+    bundle later are tagged with it. ``dataset_id`` names the data set it was
+    trained on (its manifest's id), if known.
     """
 
     state_dict: Mapping[str, torch.Tensor]
@@ -86,6 +87,7 @@ class ModelBundle:
     hu_window: tuple[float, float]
     trained_in_run: str | None = None
     refinement: Refinement = Refinement()
+    dataset_id: str | None = None
 
     @property
     def num_views(self) -> int:
@@ -121,6 +123,7 @@ class ModelBundle:
             "hu_window": list(self.hu_window),
             "trained_in_run": self.trained_in_run,
             "refinement": self.refinement.to_dict(),
+            "dataset_id": self.dataset_id,
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -149,6 +152,7 @@ class ModelBundle:
             refinement=Refinement.from_dict(
                 data.get("refinement", Refinement().to_dict())
             ),
+            dataset_id=data.get("dataset_id"),
         )
 
 

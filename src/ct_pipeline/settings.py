@@ -23,10 +23,17 @@ CONFIG_LOADER_ARGS = {
 quiet_known_warnings()
 
 from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
+    LayerGuardHook,
     ParameterCheckHook,
     RunOwnerHook,
     RunSummaryHook,
     SystemMetricsHook,
 )
 
-HOOKS = (ParameterCheckHook(), SystemMetricsHook(), RunOwnerHook(), RunSummaryHook())
+HOOKS = (
+    ParameterCheckHook(),
+    LayerGuardHook(),
+    SystemMetricsHook(),
+    RunOwnerHook(),
+    RunSummaryHook(),
+)

@@ -34,6 +34,10 @@ def _params(tmp_path) -> dict[str, Any]:
     return params
 
 
+# The drr stage's previous layers: none in memory, so every patient is made.
+PREVIOUS_LAYERS = ("ct_source", "preprocessed_ct", "drr_sets", "drr_previews")
+
+
 class KeptDataset(MemoryDataset):
     """A MemoryDataset the runner cannot release, so intermediates stay readable."""
 
@@ -58,6 +62,7 @@ def stages(tmp_path_factory) -> dict[str, Any]:
     drr = _run(
         drr_pipeline(),
         {"raw_ct": {}}
+        | {f"previous_{k}": {} for k in PREVIOUS_LAYERS}
         | {f"params:{k}": params[k] for k in ("phantoms", "preprocess", "drr")},
     )
     train = _run(
@@ -108,6 +113,7 @@ def test_train_pipeline_returns_a_bundle_labelled_with_what_it_holds(stages):
     assert bundle.grid == CubeGrid(16, 24.0)
     assert bundle.num_views == params["train"]["num_views"]
     assert bundle.refinement == Refinement(**params["refinement"])
+    assert bundle.dataset_id == stages["drr"]["ct_source"]["dataset_id"]
     assert len(train["training_history"]) == params["train"]["epochs"]
     split = train["patient_split"]
     assert not set(split["train"]) & set(split["test"])

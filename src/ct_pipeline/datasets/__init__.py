@@ -4,6 +4,7 @@ bundles, and the MLflow connectors (metric sink, run tags, figure folders)."""
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.datasets.files import ModelBundleDataset, PngDataset
 from ct_pipeline.datasets.folder import PatientFolderDataset
+from ct_pipeline.datasets.layers import ManifestDataset
 from ct_pipeline.datasets.nifti import CTFolderDataset
 from ct_pipeline.datasets.tracking import (
     MetricSinkDataset,
@@ -18,6 +19,7 @@ __all__ = [
     "MlflowFiguresDataset",
     "MlflowRunsDataset",
     "MlflowTagsDataset",
+    "ManifestDataset",
     "ModelBundleDataset",
     "PatientFolderDataset",
     "PngDataset",

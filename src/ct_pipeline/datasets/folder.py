@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
@@ -12,7 +14,9 @@ from kedro.io import AbstractDataset, DatasetError
 from tqdm.auto import tqdm
 
 from ct_pipeline.atomic import replaced_folder
+from ct_pipeline.commit import LayerCommit, write_stamp
 from ct_pipeline.datasets.base import LocalFileDataset
+from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored, layer_id
 from ct_pipeline.training.data import load_one
 
 
@@ -32,15 +36,42 @@ def save_patients(
     data: Mapping[str, Any],
     write: Callable[[Any, Path], None],
     suffix: str,
+    commit: LayerCommit | None = None,
 ) -> None:
     """Write every patient's value (or loader of one) as ``<patient><suffix>``
     with ``write(value, path)``, into a staging folder that replaces ``folder``
     only when all are written: an interrupted run keeps the previous folder
-    whole, and no patient of an older run survives."""
-    with replaced_folder(folder) as staging:
+    whole, and no patient of an older run survives. Within a ``commit`` the
+    staging folder waits for the commit of the run's other layers.
+
+    A ``Stored`` file of the same kind (an unchanged patient's) is linked, not
+    rewritten; ``data``'s data-set id, if any, is stamped on the folder.
+    """
+    staged = commit.staged_folder(folder) if commit else replaced_folder(folder)
+    with staged as staging:
+        dataset_id = layer_id(data)
+        if dataset_id is not None:
+            write_stamp(staging, dataset_id)
         # Lazy values are computed here, so this is where the work shows.
         for patient in tqdm(sorted(data), desc=f"write {folder}", unit="patient"):
-            write(load_one(data[patient]), staging / f"{patient}{suffix}")
+            value, path = data[patient], staging / f"{patient}{suffix}"
+            if isinstance(value, Stored) and _same_kind(value, suffix):
+                _link(value.files[0], path)
+            else:
+                write(load_one(value), path)
+
+
+def _same_kind(value: Stored, suffix: str) -> bool:
+    return len(value.files) == 1 and value.files[0].name.endswith(suffix)
+
+
+def _link(source: Path, path: Path) -> None:
+    """A hard link (files are replaced by rename, never changed in place, so
+    the old and new data sets may share one), else a copy."""
+    try:
+        os.link(source, path)
+    except OSError:
+        shutil.copy2(source, path)
 
 
 def _load(cls: type[LocalFileDataset[Any, Any]], path: Path) -> Any:
@@ -48,7 +79,7 @@ def _load(cls: type[LocalFileDataset[Any, Any]], path: Path) -> Any:
 
 
 class PatientFolderDataset(
-    AbstractDataset[Mapping[str, Any], dict[str, Callable[[], Any]]]
+    StagedLayer, AbstractDataset[Mapping[str, Any], dict[str, Callable[[], Any]]]
 ):
     """``<folder>/<patient><suffix>``, each file read and written by ``dataset``.
 
@@ -57,8 +88,8 @@ class PatientFolderDataset(
     values or of loaders of values (Kedro's lazy saving: a node returns
     callables and each patient is computed when written, one at a time).
     The files go to a staging folder that replaces the folder only when every
-    one is written: an interrupted run leaves the previous sets complete, and
-    no patient of an older run survives a rerun.
+    one is written (see ``save_patients``): an interrupted run leaves the
+    previous sets complete, and no patient of an older run survives a rerun.
     """
 
     def __init__(
@@ -73,19 +104,29 @@ class PatientFolderDataset(
         self._suffix = filename_suffix
         self.metadata = metadata
 
-    def load(self) -> dict[str, Callable[[], Any]]:
-        if not self._path.is_dir():
-            return {}
-        return {
-            entry.name[: -len(self._suffix)]: partial(_load, self._dataset, entry)
-            for entry in sorted(self._path.iterdir())
-            if entry.is_file()
-            and not entry.name.startswith(".")
-            and entry.name.endswith(self._suffix)
-        }
+    @property
+    def layer_path(self) -> Path:
+        return self._path
+
+    def load(self) -> PatientLayer:
+        folder = self._read_path()
+        if not folder.is_dir():
+            return PatientLayer()
+        return PatientLayer(
+            {
+                entry.name[: -len(self._suffix)]: Stored(
+                    (entry,), partial(_load, self._dataset, entry)
+                )
+                for entry in sorted(folder.iterdir())
+                if entry.is_file()
+                and not entry.name.startswith(".")
+                and entry.name.endswith(self._suffix)
+            },
+            dataset_id=self._stamp(),
+        )
 
     def save(self, data: Mapping[str, Any]) -> None:
-        save_patients(self._path, data, self._write, self._suffix)
+        save_patients(self._path, data, self._write, self._suffix, self._commit)
 
     def _write(self, value: Any, path: Path) -> None:
         self._dataset(str(path)).save(value)

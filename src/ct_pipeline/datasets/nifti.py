@@ -14,6 +14,7 @@ from ct_pipeline.ct import CTVolume, load_ct, save_ct
 from ct_pipeline.ct.dicom import is_dicom_file
 from ct_pipeline.ct.io import load_dicom_files
 from ct_pipeline.datasets.folder import save_patients
+from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,17 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 def _is_dicom_series(folder: Path) -> bool:
     return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def _files(entry: Path) -> tuple[Path, ...]:
+    """The files a CT is read from: the file, or a DICOM folder's files."""
+    if entry.is_file():
+        return (entry,)
+    return tuple(
+        sorted(
+            p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+    )
 
 
 def _patient_id(path: Path) -> str:
@@ -33,7 +45,7 @@ def _patient_id(path: Path) -> str:
 
 
 class CTFolderDataset(
-    AbstractDataset[Mapping[str, Any], dict[str, Callable[[], CTVolume]]]
+    StagedLayer, AbstractDataset[Mapping[str, Any], dict[str, Callable[[], CTVolume]]]
 ):
     """Every CT in a folder: ``*.nii``, ``*.nii.gz`` files and DICOM series folders.
 
@@ -54,12 +66,17 @@ class CTFolderDataset(
         self._read_only = read_only
         self.metadata = metadata
 
-    def load(self) -> dict[str, Callable[[], CTVolume]]:
-        if not self._path.is_dir():
-            return {}
-        loaders: dict[str, Callable[[], CTVolume]] = {}
+    @property
+    def layer_path(self) -> Path:
+        return self._path
+
+    def load(self) -> PatientLayer:
+        folder = self._read_path()
+        if not folder.is_dir():
+            return PatientLayer()
+        loaders = PatientLayer(dataset_id=self._stamp())
         loose_slices: list[Path] = []
-        for entry in sorted(self._path.iterdir()):
+        for entry in sorted(folder.iterdir()):
             if entry.name.startswith("."):
                 continue
             # Extensions match whatever their case (PATIENT1.NII.GZ is a NIfTI).
@@ -79,7 +96,7 @@ class CTFolderDataset(
                 raise DatasetError(
                     f"two CTs in {self._path} share the patient id '{patient}'"
                 )
-            loaders[patient] = partial(load_ct, entry)
+            loaders[patient] = Stored(_files(entry), partial(load_ct, entry))
         if loose_slices:
             # DICOM slices straight in the folder are one series, one patient
             # named after the folder (reading them checks they are one series).
@@ -96,8 +113,9 @@ class CTFolderDataset(
                 self._path,
                 patient,
             )
-            loaders[patient] = partial(
-                load_dicom_files, tuple(loose_slices), self._path
+            loaders[patient] = Stored(
+                tuple(loose_slices),
+                partial(load_dicom_files, tuple(loose_slices), self._path),
             )
         return loaders
 
@@ -106,7 +124,7 @@ class CTFolderDataset(
             raise DatasetError(
                 f"{self._path} is input: the pipeline never writes to it"
             )
-        save_patients(self._path, data, save_ct, ".nii.gz")
+        save_patients(self._path, data, save_ct, ".nii.gz", self._commit)
 
     def _exists(self) -> bool:
         return self._path.is_dir()

@@ -17,6 +17,7 @@ def trained_bundle(
     config: TrainConfig,
     refinement: Refinement,
     trained_in_run: str | None = None,
+    dataset_id: str | None = None,
 ) -> ModelBundle:
     """The best weights of ``result``, labelled with what they were trained
     for, and the refinement that follows the network when they reconstruct."""
@@ -30,4 +31,5 @@ def trained_bundle(
         hu_window=config.hu_window,
         trained_in_run=trained_in_run,
         refinement=refinement,
+        dataset_id=dataset_id,
     )

@@ -12,11 +12,13 @@ import torch
 
 from ct_pipeline.ct import CTVolume, CubeGrid, preprocess_ct
 from ct_pipeline.ct.preprocess import finer_grid, resample_to_grid
+from ct_pipeline.datasets.layers import PatientLayer
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.drr.projector import render_drrs
 from ct_pipeline.phantoms import phantom_loaders
+from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
 from ct_pipeline.pipelines.partitions import load_one
 
 logger = logging.getLogger(__name__)
@@ -75,22 +77,61 @@ def _sources(
     return ("raw", raw_ct) if raw_ct else ("phantom", phantom_ct)
 
 
-def preprocess_volumes(
+def describe_dataset(
     raw_ct: Mapping[str, Callable[[], CTVolume]],
     phantom_ct: Mapping[str, Callable[[], CTVolume]],
-    params: dict[str, Any],
-) -> tuple[dict[str, Callable[[], CTVolume]], dict[str, Any]]:
-    """Resample every CT to the isotropic cube the network sees (lazily, per patient)."""
+    previous: Mapping[str, Any],
+    phantoms: dict[str, Any],
+    preprocess: dict[str, Any],
+    drr: dict[str, Any],
+) -> dict[str, Any]:
+    """The data set's manifest (see ``manifest.py``), logged against the previous one."""
     source, volumes = _sources(raw_ct, phantom_ct)
     if not volumes:
         raise ValueError(
             "no CT to preprocess: the raw folder is empty and no phantoms were made"
         )
-    prepared: dict[str, Callable[[], CTVolume]] = {
+    manifest = build_manifest(source, volumes, phantoms, preprocess, drr)
+    log_changes(manifest, previous)
+    return manifest
+
+
+def _layer(
+    made: Mapping[str, Any],
+    manifest: Mapping[str, Any] | None,
+    previous_manifest: Mapping[str, Any] | None,
+    previous_layer: Mapping[str, Any] | None,
+    what: str,
+) -> PatientLayer:
+    """``made`` (a loader per patient) stamped with the data set's id, the
+    previous files kept for the patients whose fingerprint did not change."""
+    if manifest is None:
+        return PatientLayer(made)
+    previous_layer = previous_layer or {}
+    keep = reusable(manifest, previous_manifest or {}, previous_layer, what)
+    return PatientLayer(
+        {p: previous_layer[p] if p in keep else made[p] for p in sorted(made)},
+        dataset_id=manifest["dataset_id"],
+    )
+
+
+def preprocess_volumes(
+    raw_ct: Mapping[str, Callable[[], CTVolume]],
+    phantom_ct: Mapping[str, Callable[[], CTVolume]],
+    params: dict[str, Any],
+    manifest: Mapping[str, Any] | None = None,
+    previous: Mapping[str, Any] | None = None,
+    previous_manifest: Mapping[str, Any] | None = None,
+) -> PatientLayer:
+    """Resample every CT to the isotropic cube the network sees (lazily, per
+    patient; a patient whose fingerprint in ``manifest`` did not change keeps
+    its ``previous`` cube)."""
+    _, volumes = _sources(raw_ct, phantom_ct)
+    made = {
         patient: partial(_preprocessed, patient, volumes[patient], params)
-        for patient in sorted(volumes)
+        for patient in volumes
     }
-    return prepared, {"source": source, "patients": sorted(prepared)}
+    return _layer(made, manifest, previous_manifest, previous, "cubes")
 
 
 def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
@@ -142,14 +183,18 @@ def render_drr_sets(
     raw_ct: Mapping[str, Callable[[], CTVolume]],
     phantom_ct: Mapping[str, Callable[[], CTVolume]],
     params: dict[str, Any],
-) -> dict[str, Callable[[], DRRSet]]:
+    manifest: Mapping[str, Any] | None = None,
+    previous: Mapping[str, Any] | None = None,
+    previous_manifest: Mapping[str, Any] | None = None,
+) -> PatientLayer:
     """Cone-beam (or parallel) line-integral DRRs of every patient (lazily,
     per patient), rendered from the patient's CT ``drr.view_oversample`` times
-    finer than the preprocessed cube, and of the patient mirrored left-right."""
+    finer than the preprocessed cube, and of the patient mirrored left-right.
+    A patient whose fingerprint did not change keeps its ``previous`` views."""
     # Resolved once, here: a bad geometry fails before any patient is read.
     geometry, angles = drr_geometry(params)
     _, sources = _sources(raw_ct, phantom_ct)
-    return {
+    made = {
         patient: partial(
             _rendered,
             preprocessed_ct[patient],
@@ -158,8 +203,9 @@ def render_drr_sets(
             angles,
             params,
         )
-        for patient in sorted(preprocessed_ct)
+        for patient in preprocessed_ct
     }
+    return _layer(made, manifest, previous_manifest, previous, "DRR sets")
 
 
 def _preview(patient: str, drr: Callable[[], DRRSet] | DRRSet) -> bytes:
@@ -171,9 +217,12 @@ def _preview(patient: str, drr: Callable[[], DRRSet] | DRRSet) -> bytes:
 
 def make_drr_previews(
     drr_sets: Mapping[str, Callable[[], DRRSet]],
-) -> dict[str, Callable[[], bytes]]:
+    manifest: Mapping[str, Any] | None = None,
+    previous: Mapping[str, Any] | None = None,
+    previous_manifest: Mapping[str, Any] | None = None,
+) -> PatientLayer:
     """Radiograph-like PNG strips of every patient's views, for people to look at."""
-    return {
-        patient: partial(_preview, patient, drr_sets[patient])
-        for patient in sorted(drr_sets)
+    made = {
+        patient: partial(_preview, patient, drr_sets[patient]) for patient in drr_sets
     }
+    return _layer(made, manifest, previous_manifest, previous, "previews")

@@ -1,8 +1,13 @@
-"""``kedro run --pipelines drr``: raw CTs or phantoms -> preprocessed cubes -> DRR sets."""
+"""``kedro run --pipelines drr``: raw CTs or phantoms -> preprocessed cubes -> DRR sets.
+
+The ``previous_*`` inputs are the same files as the outputs, read before this
+run replaces them: a patient whose fingerprint did not change keeps its files.
+"""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ct_pipeline.pipelines.drr.nodes import (
+    describe_dataset,
     make_drr_previews,
     make_phantoms,
     preprocess_volumes,
@@ -21,13 +26,30 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 tags=["ingest"],
             ),
             node(
+                describe_dataset,
+                inputs={
+                    "raw_ct": "raw_ct",
+                    "phantom_ct": "phantom_ct",
+                    "previous": "previous_ct_source",
+                    "phantoms": "params:phantoms",
+                    "preprocess": "params:preprocess",
+                    "drr": "params:drr",
+                },
+                outputs="ct_source",
+                name="describe_dataset",
+                tags=["ingest"],
+            ),
+            node(
                 preprocess_volumes,
                 inputs={
                     "raw_ct": "raw_ct",
                     "phantom_ct": "phantom_ct",
                     "params": "params:preprocess",
+                    "manifest": "ct_source",
+                    "previous": "previous_preprocessed_ct",
+                    "previous_manifest": "previous_ct_source",
                 },
-                outputs=["preprocessed_ct", "ct_source"],
+                outputs="preprocessed_ct",
                 name="preprocess_volumes",
                 tags=["ingest"],
             ),
@@ -38,6 +60,9 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "raw_ct": "raw_ct",
                     "phantom_ct": "phantom_ct",
                     "params": "params:drr",
+                    "manifest": "ct_source",
+                    "previous": "previous_drr_sets",
+                    "previous_manifest": "previous_ct_source",
                 },
                 outputs="drr_sets",
                 name="render_drr_sets",
@@ -45,7 +70,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             ),
             node(
                 make_drr_previews,
-                inputs={"drr_sets": "drr_sets"},
+                inputs={
+                    "drr_sets": "drr_sets",
+                    "manifest": "ct_source",
+                    "previous": "previous_drr_previews",
+                    "previous_manifest": "previous_ct_source",
+                },
                 outputs="drr_previews",
                 name="make_drr_previews",
                 tags=["render", "reporting"],

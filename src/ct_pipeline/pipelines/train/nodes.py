@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ct_pipeline.ct import CTVolume, CubeGrid
+from ct_pipeline.datasets.layers import layer_id
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.pipelines.partitions import load_one, training_partitions
@@ -37,6 +38,7 @@ def train_reconstructor(
     its views and records the data it trains on, read from the data (not
     from today's configuration).
     """
+    dataset_id = check_one_dataset(preprocessed_ct, drr_sets, ct_source)
     config = TrainConfig.from_params(params)
     volumes, drrs = training_partitions(preprocessed_ct, drr_sets, patient_split)
     first = min(patient_split["train"])
@@ -46,8 +48,39 @@ def train_reconstructor(
     metric_sink.log_params(data_params(volume, drr, patient_split, ct_source))
     result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
     run_id = getattr(metric_sink, "run_id", None)
-    bundle = trained_bundle(result, config, Refinement(**refinement), run_id)
+    bundle = trained_bundle(
+        result, config, Refinement(**refinement), run_id, dataset_id
+    )
     return bundle, result.history
+
+
+RERUN_DRR = "rerun `kedro run --pipelines drr` to make them one data set again"
+
+
+def check_one_dataset(
+    cubes: Mapping[str, Any], views: Mapping[str, Any], manifest: Mapping[str, Any]
+) -> str:
+    """The data-set id the cubes, the views and the manifest all carry; an
+    error naming the layers when they disagree (pairs from two setups would
+    train without a word)."""
+    ids = {
+        "the manifest (data/03_primary/ct_source.json)": manifest.get("dataset_id"),
+        "the cubes (data/03_primary/ct)": layer_id(cubes),
+        "the DRR sets (data/04_feature/drr)": layer_id(views),
+    }
+    missing = [layer for layer, value in ids.items() if value is None]
+    if missing:
+        raise ValueError(
+            f"{' and '.join(missing)} name no data set (written by an older "
+            f"version, or by hand): {RERUN_DRR}"
+        )
+    if len(set(ids.values())) > 1:
+        raise ValueError(
+            "the layers belong to different data sets ("
+            + ", ".join(f"{layer}: {value}" for layer, value in ids.items())
+            + f"), e.g. from a `drr` run cut short by `--to-nodes`: {RERUN_DRR}"
+        )
+    return str(ids["the cubes (data/03_primary/ct)"])
 
 
 def data_params(

@@ -1,0 +1,110 @@
+"""The layers of one data set: stamped with its id, staged and committed together.
+
+A ``drr`` run writes several layers (cubes, DRR sets, previews, the manifest).
+The run's hook (``ct_pipeline.hooks.LayerGuardHook``) has each of these
+datasets ``join`` one ``LayerCommit``: saves go to staging paths, loads in the
+same run read them back, and the hook swaps them all in when the run succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kedro.io import DatasetError
+
+from ct_pipeline.atomic import atomic_path
+from ct_pipeline.commit import LayerCommit, read_stamp
+from ct_pipeline.datasets.base import LocalFileDataset
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A loader of one patient's value, with the files it reads.
+
+    Saving it into a folder of the same kind links the file instead of
+    decoding and re-encoding it (an unchanged patient's file is carried into
+    the new data set byte for byte), and the manifest fingerprints its files.
+    """
+
+    files: tuple[Path, ...]
+    read: Callable[[], Any]
+
+    def __call__(self) -> Any:
+        return self.read()
+
+
+class PatientLayer(dict[str, Any]):
+    """A layer's patients (id -> value or loader) and the data set they belong to."""
+
+    def __init__(
+        self,
+        items: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        *,
+        dataset_id: str | None = None,
+    ) -> None:
+        super().__init__(items)
+        self.dataset_id = dataset_id
+
+
+def layer_id(layer: Mapping[str, Any]) -> str | None:
+    """The data-set id of a loaded layer (None: written without a manifest)."""
+    return getattr(layer, "dataset_id", None)
+
+
+class StagedLayer:
+    """A dataset whose layer a ``LayerCommit`` can stage (see the module doc)."""
+
+    _commit: LayerCommit | None = None
+
+    @property
+    def layer_path(self) -> Path:
+        raise NotImplementedError
+
+    def join(self, commit: LayerCommit) -> None:
+        self._commit = commit
+
+    def _read_path(self) -> Path:
+        """This run's staged version of the layer if it wrote one, else the layer."""
+        staged = self._commit.staged(self.layer_path) if self._commit else None
+        return staged or self.layer_path
+
+    def _stamp(self) -> str | None:
+        return read_stamp(self._read_path())
+
+
+class ManifestDataset(StagedLayer, LocalFileDataset[Mapping[str, Any], dict[str, Any]]):
+    """The data set's manifest, a JSON file: the commit record of its layers.
+
+    Loads ``{}`` when there is none yet (the first run of a project).
+    """
+
+    @property
+    def layer_path(self) -> Path:
+        return self._filepath
+
+    def load(self) -> dict[str, Any]:
+        path = self._read_path()
+        if not path.is_file():
+            return {}
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise DatasetError(
+                f"cannot read the data-set manifest {path}: {error}; rerun "
+                "`kedro run --pipelines drr`"
+            ) from error
+        return dict(manifest)
+
+    def save(self, data: Mapping[str, Any]) -> None:
+        text = json.dumps(data, indent=1, sort_keys=True)
+        if self._commit is None:
+            with atomic_path(self._filepath) as tmp:
+                tmp.write_text(text)
+            return
+        staged = self._commit.staging_path(self._filepath)
+        with atomic_path(staged) as tmp:
+            tmp.write_text(text)
