@@ -92,7 +92,7 @@ def test_two_torchrun_nodes_train_the_single_process_weights(tiny_project, tmp_p
     assert summary["world_size"] == 2
     assert summary["max_rank_weight_diff"] == 0.0  # the ranks ended in step
 
-    volumes, drr_sets, split, params = load_catalogued_inputs(
+    volumes, drr_sets, split, params, dataset_id = load_catalogued_inputs(
         tiny_project.path,
         "local",
         {"train": {"steps_per_epoch": 1, "device": "cpu"}},
@@ -102,7 +102,7 @@ def test_two_torchrun_nodes_train_the_single_process_weights(tiny_project, tmp_p
     )
     threads = torch.get_num_threads()
     try:
-        expected = train_model(volumes, drr_sets, split, single)
+        expected = train_model(volumes, drr_sets, split, single, dataset_id=dataset_id)
     finally:
         torch.set_num_threads(threads)
     nodes_last = load_checkpoint(Path(summary["checkpoints"]["last"]))

@@ -30,6 +30,7 @@ from ct_pipeline.atomic import atomic_path
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
 from ct_pipeline.pipelines.partitions import training_partitions
 from ct_pipeline.pipelines.runtime_params import parse_runtime_params
+from ct_pipeline.pipelines.train.nodes import check_one_dataset
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import cpu_share, distributed_worker
 from ct_pipeline.training.job import TrainJob, TrainResult
@@ -42,8 +43,9 @@ SUMMARY = "torchrun_summary.json"
 
 def load_catalogued_inputs(
     project_path: Path, env: str | None, extra_params: dict[str, Any] | None = None
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]], dict[str, Any]]:
-    """``preprocessed_ct`` and ``drr_sets`` (as loaders), ``patient_split`` and ``params:train``."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]], dict[str, Any], str]:
+    """``preprocessed_ct`` and ``drr_sets`` (as loaders), ``patient_split``,
+    ``params:train`` and the data set's id (checked as the train node does)."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
@@ -54,10 +56,10 @@ def load_catalogued_inputs(
         catalog = session.load_context().catalog  # type: ignore[attr-defined]
         split = catalog.load("patient_split")
         params = dict(catalog.load("params:train"))
-        volumes, drr_sets = training_partitions(
-            catalog.load("preprocessed_ct"), catalog.load("drr_sets"), split
-        )
-    return volumes, drr_sets, split, params
+        cubes, views = catalog.load("preprocessed_ct"), catalog.load("drr_sets")
+        dataset_id = check_one_dataset(cubes, views, catalog.load("ct_source"))
+        volumes, drr_sets = training_partitions(cubes, views, split)
+    return volumes, drr_sets, split, params, dataset_id
 
 
 def run_under_torchrun(
@@ -66,6 +68,7 @@ def run_under_torchrun(
     split: dict[str, list[str]],
     config: TrainConfig,
     sink: MlflowSink | None = None,
+    dataset_id: str | None = None,
 ) -> TrainResult | None:
     """Train as the rank torchrun started; returns the result on rank 0, None elsewhere."""
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -73,7 +76,14 @@ def run_under_torchrun(
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     torch.set_num_threads(cpu_share(local_world_size))
     config = config.replace(world_size=world_size)
-    job = TrainJob(volumes, drr_sets, split, config, sink if rank == 0 else None)
+    job = TrainJob(
+        volumes,
+        drr_sets,
+        split,
+        config,
+        sink if rank == 0 else None,
+        dataset_id=dataset_id,
+    )
     return distributed_worker(
         run_training, job, rank, local_rank, local_world_size, "env://", None
     )
@@ -97,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
 
-    volumes, drr_sets, split, params = load_catalogued_inputs(
+    volumes, drr_sets, split, params, dataset_id = load_catalogued_inputs(
         args.project_path.resolve(), args.env, parse_runtime_params(args.params)
     )
     sink = None
@@ -105,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         uri = args.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
         sink = MlflowSink(uri, args.mlflow_run_id)
     result = run_under_torchrun(
-        volumes, drr_sets, split, TrainConfig.from_params(params), sink
+        volumes, drr_sets, split, TrainConfig.from_params(params), sink, dataset_id
     )
     if result is not None:
         summary = result.checkpoint_paths["last"].with_name(SUMMARY)

@@ -66,6 +66,9 @@ class TrainJob:
     sink: MetricSink | None = None
     model_factory: ModelFactory = build_model_from_config
     loss_factory: LossFactory = build_loss_from_config
+    # The data set's id (the drr stage's manifest): part of the checkpoint's
+    # identity, so weights are never reused for other data under the same ids.
+    dataset_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,7 @@ def train_model(
     sink: MetricSink | None = None,
     model_factory: ModelFactory = build_model_from_config,
     loss_factory: LossFactory = build_loss_from_config,
+    dataset_id: str | None = None,
 ) -> TrainResult:
     """Train on ``split["train"]``, validate on ``split["val"]``; returns rank 0's result.
 
@@ -104,6 +105,7 @@ def train_model(
         sink,
         model_factory,
         loss_factory,
+        dataset_id,
     )
     with stop_on_sigterm():
         if config.world_size > 1:

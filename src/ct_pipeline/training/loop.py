@@ -122,7 +122,9 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
     # -- resume ----------------------------------------------------------------
-    run_dir = run_directory(config, _data_signature(train_set, job.split))
+    run_dir = run_directory(
+        config, _data_signature(train_set, job.split, job.dataset_id)
+    )
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = -math.inf, 0, None
     continued_run, start_epoch = None, 1
@@ -403,7 +405,9 @@ def _batches(indices: list[int], size: int) -> Iterator[list[int]]:
 
 
 def _data_signature(
-    train_set: ReconstructionDataset, split: Mapping[str, list[str]]
+    train_set: ReconstructionDataset,
+    split: Mapping[str, list[str]],
+    dataset_id: str | None,
 ) -> dict[str, Any]:
     """What the weights were trained on, for the checkpoint folder's identity."""
     signature: dict[str, Any] = {
@@ -416,4 +420,6 @@ def _data_signature(
     if train_set.anatomy_spacing_mm is not None:
         # Absent for views of the cube, so their checkpoints keep their folder.
         signature["anatomy_spacing_mm"] = round(train_set.anatomy_spacing_mm, 6)
+    if dataset_id is not None:
+        signature["dataset_id"] = dataset_id
     return signature

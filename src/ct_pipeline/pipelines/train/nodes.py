@@ -46,7 +46,9 @@ def train_reconstructor(
     drr: DRRSet = load_one(drrs[first])
     metric_sink.set_tags({"mlflow.runName": run_name(config.model, len(config.angles))})
     metric_sink.log_params(data_params(volume, drr, patient_split, ct_source))
-    result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
+    result = train_model(
+        volumes, drrs, patient_split, config, sink=metric_sink, dataset_id=dataset_id
+    )
     run_id = getattr(metric_sink, "run_id", None)
     bundle = trained_bundle(
         result, config, Refinement(**refinement), run_id, dataset_id
