@@ -57,8 +57,8 @@ def stages(tmp_path_factory) -> dict[str, Any]:
     params = _params(tmp_path_factory.mktemp("in_memory"))
     drr = _run(
         drr_pipeline(),
-        {"raw_ct": {}}
-        | {f"params:{k}": params[k] for k in ("phantoms", "preprocess", "drr")},
+        {"raw_ct": {}, "current_ct_source": None}
+        | {f"params:{k}": params[k] for k in ("raw", "phantoms", "preprocess", "drr")},
     )
     train = _run(
         train_pipeline(),

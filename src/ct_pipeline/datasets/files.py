@@ -1,6 +1,12 @@
-"""Kedro datasets for plain files: PNG bytes and trained model bundles."""
+"""Kedro datasets for plain files: PNG bytes, trained model bundles, and a
+JSON record that may not exist yet."""
 
 from __future__ import annotations
+
+import json
+from typing import Any
+
+from kedro.io import DatasetError
 
 from ct_pipeline.atomic import write_bytes_atomic
 from ct_pipeline.datasets.base import LocalFileDataset
@@ -29,3 +35,26 @@ class ModelBundleDataset(LocalFileDataset[ModelBundle, ModelBundle]):
 
     def save(self, data: ModelBundle) -> None:
         data.save(self._filepath)
+
+
+class OptionalJsonDataset(LocalFileDataset[None, Any]):
+    """A JSON file read as it is on disk, ``None`` while it does not exist.
+
+    Read-only: another dataset writes the file (a node reads the record the
+    previous run left before this run replaces it).
+    """
+
+    def load(self) -> Any:
+        if not self._filepath.is_file():
+            return None
+        try:
+            return json.loads(self._filepath.read_text())
+        except (OSError, ValueError) as error:
+            raise DatasetError(
+                f"{self._filepath}: unreadable JSON ({error}); delete it to start over"
+            ) from error
+
+    def save(self, data: None) -> None:
+        raise DatasetError(
+            f"{self._filepath} is read here only; another dataset writes it"
+        )

@@ -6,6 +6,7 @@ from ct_pipeline.pipelines.drr.nodes import (
     make_drr_previews,
     make_phantoms,
     preprocess_volumes,
+    read_raw_cts,
     render_drr_sets,
 )
 
@@ -14,8 +15,19 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     return pipeline(
         [
             node(
+                read_raw_cts,
+                inputs={"raw_ct": "raw_ct", "params": "params:raw"},
+                outputs="raw_cts",
+                name="read_raw_cts",
+                tags=["ingest"],
+            ),
+            node(
                 make_phantoms,
-                inputs={"raw_ct": "raw_ct", "params": "params:phantoms"},
+                inputs={
+                    "raw_ct": "raw_cts",
+                    "current_source": "current_ct_source",
+                    "params": "params:phantoms",
+                },
                 outputs="phantom_ct",
                 name="make_phantoms",
                 tags=["ingest"],
@@ -23,7 +35,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             node(
                 preprocess_volumes,
                 inputs={
-                    "raw_ct": "raw_ct",
+                    "raw_ct": "raw_cts",
                     "phantom_ct": "phantom_ct",
                     "params": "params:preprocess",
                 },
