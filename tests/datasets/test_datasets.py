@@ -183,3 +183,16 @@ def test_input_folder_with_unusable_entries_names_each_and_why(tmp_path):
     ]:
         assert f"{tmp_path / name}: {why}" in message
     assert "alice" not in message
+
+
+def test_optional_json_is_none_until_written_and_names_a_corrupt_file(tmp_path):
+    from ct_pipeline.datasets import OptionalJsonDataset
+
+    path = tmp_path / "ct_source.json"
+    dataset = OptionalJsonDataset(str(path))
+    assert dataset.load() is None
+    path.write_text('{"source": "raw", "patients": ["a"]}')
+    assert dataset.load() == {"source": "raw", "patients": ["a"]}
+    path.write_text('{"source": ')
+    with pytest.raises(DatasetError, match="ct_source.json: unreadable JSON"):
+        dataset.load()

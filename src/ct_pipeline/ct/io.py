@@ -36,8 +36,12 @@ NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # data lies in the file they name.
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 CT_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
-# The header keys naming a detached header's data file (NRRD accepts both spellings).
-DATA_FILE_KEYS = {".nhdr": ("data file", "datafile"), ".mhd": ("elementdatafile",)}
+# How a detached header names its data file: the key/value separator and the
+# keys (lower case; NRRD accepts both spellings).
+DATA_FILE_FIELDS = {
+    ".nhdr": (":", ("data file", "datafile")),
+    ".mhd": ("=", ("elementdatafile",)),
+}
 # Where the orientation of a NIfTI without qform/sform codes is declared.
 ORIENTATION_PARAMETER = "raw.assume_orientation"
 AXIS_PAIRS = ("RL", "AP", "SI")
@@ -158,18 +162,17 @@ def detached_data_files(header: Path) -> list[str]:
     Those files are part of that CT, not CTs of their own. Lists and
     numbered-file patterns are not followed.
     """
-    keys = DATA_FILE_KEYS.get(header.suffix.lower(), ())
-    if not keys:
+    field = DATA_FILE_FIELDS.get(header.suffix.lower())
+    if field is None:
         return []
+    separator, keys = field
     try:
         text = header.read_text(errors="replace")
-    except OSError:
+    except OSError:  # then reading the CT names the problem
         return []
     names = []
     for line in text.splitlines():
-        key, sep, value = line.partition(
-            ":" if header.suffix.lower() == ".nhdr" else "="
-        )
+        key, sep, value = line.partition(separator)
         value = value.strip()
         if sep and key.strip().lower() in keys and value not in ("", "LOCAL", "LIST"):
             names.append(Path(value).name)
