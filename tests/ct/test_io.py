@@ -151,7 +151,7 @@ def _with_nan(tmp_path: Path) -> Path:
         (lambda p: p / "missing.nii.gz", "no such file"),
         (
             lambda p: (p / "notes.txt").write_text("x") and p / "notes.txt",
-            "expected a .nii",
+            "expected a file ending in",
         ),
     ],
 )

@@ -130,3 +130,56 @@ def test_failed_save_keeps_the_previous_file(tmp_path):
         dataset.save(_bundle(model_overrides={"bad": lambda: None}))
     assert dataset.load().trained_in_run == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def _write_nhdr(folder, name: str) -> None:
+    """A tiny NRRD with a detached gzip data file, ``<name>.raw.gz``."""
+    import gzip
+
+    data = np.full((4, 4, 4), -1000, dtype="<i2")
+    data[1:3, 1:3, 1:3] = 40
+    (folder / f"{name}.raw.gz").write_bytes(gzip.compress(data.tobytes(order="F")))
+    (folder / f"{name}.nhdr").write_text(
+        "NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\n"
+        "sizes: 4 4 4\nspace directions: (2,0,0) (0,2,0) (0,0,2)\n"
+        "endian: little\nencoding: gzip\nspace origin: (0,0,0)\n"
+        f"data file: {name}.raw.gz\n"
+    )
+
+
+def test_input_folder_reads_every_format_and_a_detached_header_s_data_file(tmp_path):
+    save_ct(_volume(), tmp_path / "alice.nii.gz")
+    _write_nhdr(tmp_path, "bob")
+    (tmp_path / "carol.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 4 4 4\nElementSpacing = 2 2 2\n"
+        "ElementType = MET_SHORT\nElementDataFile = carol.raw\n"
+    )
+    (tmp_path / "carol.raw").write_bytes(
+        np.full((4, 4, 4), -1000, "<i2").tobytes(order="F")
+    )
+    sources = CTFolderDataset(str(tmp_path), read_only=True).load()
+    assert sorted(sources) == ["alice", "bob", "carol"]
+    assert sources["bob"]().hu.shape == (4, 4, 4)
+    assert sources["carol"]().spacing_mm == (2.0, 2.0, 2.0)
+
+
+def test_input_folder_with_unusable_entries_names_each_and_why(tmp_path):
+    """Issue: a raw folder of files the project cannot read was taken as empty
+    (and phantoms made); now every such entry is listed and nothing loads."""
+    save_ct(_volume(), tmp_path / "alice.nii.gz")
+    (tmp_path / "notes.txt").write_text("not a CT")
+    (tmp_path / "broken.nrrd").write_bytes(b"NRRD0004\nthis is no header\n")
+    (tmp_path / "garbage.nii").write_bytes(b"x" * 400)
+    (tmp_path / "empty_series").mkdir()
+    with pytest.raises(DatasetError) as caught:
+        CTFolderDataset(str(tmp_path), read_only=True).load()
+    message = str(caught.value)
+    assert "4 entries that cannot be used" in message
+    for name, why in [
+        ("notes.txt", "not a CT"),
+        ("broken.nrrd", "unreadable header"),
+        ("garbage.nii", "unreadable or truncated NIfTI"),
+        ("empty_series", "not a CT"),
+    ]:
+        assert f"{tmp_path / name}: {why}" in message
+    assert "alice" not in message

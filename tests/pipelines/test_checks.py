@@ -51,6 +51,8 @@ def test_the_project_defaults_pass():
         ("train.num_views", 3, "among the rendered drr angles"),
         ("split.fractions", {"train": 0.9, "val": 0.2, "test": 0.1}, "split.fractions"),
         ("phantoms.count", 0, "phantoms.count"),
+        ("phantoms.replace_real_ct", "yes", "phantoms.replace_real_ct"),
+        ("raw.assume_orientation", "LPA", "raw.assume_orientation: expected three"),
         ("evaluate.figures_patients", 0, "evaluate.figures_patients"),
         ("refinement.steps", -5, "refinement: refinement steps"),
         ("refinement.lr", 0.0, "refinement: refinement lr"),

@@ -63,7 +63,7 @@ def stages(tmp_path_factory) -> dict[str, Any]:
         drr_pipeline(),
         {"raw_ct": {}}
         | {f"previous_{k}": {} for k in PREVIOUS_LAYERS}
-        | {f"params:{k}": params[k] for k in ("phantoms", "preprocess", "drr")},
+        | {f"params:{k}": params[k] for k in ("raw", "phantoms", "preprocess", "drr")},
     )
     train = _run(
         train_pipeline(),

@@ -88,13 +88,9 @@ def test_truncated_raw_ct_stops_the_run_naming_the_file(fresh_tiny_project):
     assert not any((project.data / "04_feature").glob("drr/*"))
 
 
-def test_upper_case_extensions_are_used_and_other_files_named(
-    fresh_tiny_project, caplog
-):
+def test_upper_case_extensions_are_used(fresh_tiny_project):
     """Issue: PATIENT1.NII.GZ was skipped (and phantoms made instead), though
-    load_ct reads it; a file that is not used must be named, not ignored."""
-    import logging
-
+    load_ct reads it."""
     import nibabel as nib
 
     project = fresh_tiny_project
@@ -106,14 +102,120 @@ def test_upper_case_extensions_are_used_and_other_files_named(
     (project.data / "01_raw" / "tmp.nii.gz").rename(
         project.data / "01_raw" / "PATIENT1.NII.GZ"
     )
-    (project.data / "01_raw" / "notes.txt").write_text("not a CT")
 
-    with caplog.at_level(logging.WARNING, logger="ct_pipeline"):
-        project.run("drr")
+    project.run("drr")
 
     source = json.loads((project.data / "03_primary/ct_source.json").read_text())
     assert (source["source"], source["patients"]) == ("raw", ["PATIENT1"])
-    assert "notes.txt is not used" in caplog.text
+
+
+def _written(project) -> list[str]:
+    """Every file under data/ but the raw folder."""
+    return sorted(
+        str(p.relative_to(project.data))
+        for p in project.data.rglob("*")
+        if p.is_file() and not p.is_relative_to(project.data / "01_raw")
+    )
+
+
+def test_unusable_raw_files_stop_the_run_before_anything_is_written(
+    fresh_tiny_project,
+):
+    """Issue: a raw folder holding only files the project could not read was
+    taken as empty: phantoms were made and replaced the user's layers."""
+    project = fresh_tiny_project
+    raw = project.data / "01_raw"
+    (raw / "notes.txt").write_text("not a CT")
+    (raw / "scan.nrrd").write_bytes(b"NRRD0004\nthis is no header\n")
+
+    with pytest.raises(Exception, match="cannot be used as CTs") as caught:
+        project.run("drr")
+    assert f"{raw / 'notes.txt'}: not a CT" in str(caught.value)
+    assert f"{raw / 'scan.nrrd'}: unreadable header" in str(caught.value)
+    assert _written(project) == []
+
+
+def _write_without_orientation(project) -> None:
+    """The LPS chest of ``_lps_chest``, its header declaring no orientation."""
+    import nibabel as nib
+
+    params = project.params
+    _, lps = _lps_chest(
+        params["phantoms"]["size_vox"], params["phantoms"]["spacing_mm"]
+    )
+    bare = nib.Nifti1Image(np.asarray(lps.dataobj), None)
+    bare.header.set_zooms(lps.header.get_zooms())
+    nib.save(bare, project.data / "01_raw" / "bare.nii.gz")
+
+
+def test_a_nifti_without_orientation_stops_the_run_naming_the_parameter(
+    fresh_tiny_project,
+):
+    """Issue: qform and sform codes 0 were read as RAS, flipping an LPS scan
+    front to back, silently."""
+    project = fresh_tiny_project
+    _write_without_orientation(project)
+
+    with pytest.raises(Exception, match="raw.assume_orientation") as caught:
+        project.run("drr")
+    assert "bare.nii.gz" in str(caught.value)
+    assert _written(project) == []
+
+
+@pytest.mark.slow
+def test_the_declared_orientation_reads_the_scan_the_right_way(fresh_tiny_project):
+    import yaml
+
+    from ct_pipeline.ct import load_ct
+
+    project = fresh_tiny_project
+    _write_without_orientation(project)
+    local = project.path / "conf/local/parameters.yml"
+    params = yaml.safe_load(local.read_text())
+    local.write_text(yaml.safe_dump(params | {"raw": {"assume_orientation": "LPS"}}))
+
+    project.run("drr")
+
+    prepared = load_ct(project.data / "03_primary/ct/bare.nii.gz")
+    # The marker sits left (+i), anterior (+j) and superior (+k) of the centre.
+    brightest = np.unravel_index(np.argmax(prepared.hu), prepared.hu.shape)
+    centre = (np.asarray(prepared.hu.shape) - 1) / 2
+    assert (np.asarray(brightest) > centre).all(), brightest
+
+
+@pytest.mark.slow
+def test_phantoms_replace_real_ct_layers_only_when_asked(fresh_tiny_project):
+    import nibabel as nib
+    import yaml
+
+    project = fresh_tiny_project
+    params = project.params
+    _, lps = _lps_chest(
+        params["phantoms"]["size_vox"], params["phantoms"]["spacing_mm"]
+    )
+    scan = project.data / "01_raw" / "chest_lps.nii.gz"
+    nib.save(lps, scan)
+    project.run("drr")
+    real_layers = {
+        name: (project.data / name).read_bytes() for name in _written(project)
+    }
+    assert "04_feature/drr/chest_lps.npz" in real_layers
+
+    scan.unlink()
+    with pytest.raises(Exception, match="phantoms.replace_real_ct") as caught:
+        project.run("drr")
+    assert "1 real CT(s) (chest_lps)" in str(caught.value)
+    assert {n: (project.data / n).read_bytes() for n in _written(project)} == (
+        real_layers
+    )
+
+    local = project.path / "conf/local/parameters.yml"
+    params["phantoms"]["replace_real_ct"] = True
+    local.write_text(yaml.safe_dump(params))
+    project.run("drr")
+    source = json.loads((project.data / "03_primary/ct_source.json").read_text())
+    assert source["source"] == "phantom"
+    assert len(source["patients"]) == params["phantoms"]["count"]
 
 
 def test_a_ct_with_no_body_in_the_cube_stops_the_run_naming_it(fresh_tiny_project):

@@ -1,8 +1,12 @@
 """Custom Kedro datasets: folders of CT volumes, DRR sets, PNGs, model
-bundles, and the MLflow connectors (metric sink, run tags, figure folders)."""
+bundles, an optional JSON record, and the MLflow connectors (metric sink,
+run tags, figure folders)."""
 
 from ct_pipeline.datasets.drrset import DRRSetDataset
-from ct_pipeline.datasets.files import ModelBundleDataset, PngDataset
+from ct_pipeline.datasets.files import (
+    ModelBundleDataset,
+    PngDataset,
+)
 from ct_pipeline.datasets.folder import PatientFolderDataset
 from ct_pipeline.datasets.layers import ManifestDataset
 from ct_pipeline.datasets.nifti import CTFolderDataset

@@ -1,4 +1,5 @@
-"""Kedro datasets for plain files: PNG bytes and trained model bundles."""
+"""Kedro datasets for plain files: PNG bytes, trained model bundles, and a
+JSON record that may not exist yet."""
 
 from __future__ import annotations
 

@@ -3,60 +3,53 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from ct_pipeline.ct import CTVolume, load_ct, save_ct
+from ct_pipeline.ct import save_ct
 from ct_pipeline.ct.dicom import is_dicom_file
-from ct_pipeline.ct.io import load_dicom_files
+from ct_pipeline.ct.errors import CTInputError
+from ct_pipeline.ct.io import (
+    CT_SUFFIXES,
+    CTSource,
+    check_readable,
+    ct_file_stem,
+    detached_data_files,
+    is_ct_file,
+)
 from ct_pipeline.datasets.folder import save_patients
 from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored
 
 logger = logging.getLogger(__name__)
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NOT_A_CT = (
+    f"not a CT: expected a file ending in {', '.join(CT_SUFFIXES)} (any case) "
+    "or a folder holding one DICOM series"
+)
 
 
 def _is_dicom_series(folder: Path) -> bool:
     return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
 
 
-def _files(entry: Path) -> tuple[Path, ...]:
-    """The files a CT is read from: the file, or a DICOM folder's files."""
-    if entry.is_file():
-        return (entry,)
-    return tuple(
-        sorted(
-            p for p in entry.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
-    )
-
-
-def _patient_id(path: Path) -> str:
-    name = path.name
-    for suffix in NIFTI_SUFFIXES[::-1]:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-class CTFolderDataset(
-    StagedLayer, AbstractDataset[Mapping[str, Any], dict[str, Callable[[], CTVolume]]]
-):
-    """Every CT in a folder: ``*.nii``, ``*.nii.gz`` files and DICOM series folders.
+class CTFolderDataset(StagedLayer, AbstractDataset[Mapping[str, Any], PatientLayer]):
+    """Every CT in a folder: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``,
+    ``.nhdr``) and MetaImage (``.mha``, ``.mhd``) files and DICOM series folders.
 
     Loads lazily, like Kedro's PartitionedDataset: a dict of patient id ->
-    loader, so a folder of hundreds of CTs is read one at a time. Hidden files
-    (``.gitkeep``) are ignored and an empty or missing folder loads as ``{}``
-    (PartitionedDataset refuses it, yet "no phantoms because real CTs exist"
-    is a normal state). Saving writes ``<patient>.nii.gz`` per entry (a
-    CTVolume or a loader of one, so a node can stream) into a staging folder
-    that replaces the folder once all are written. ``read_only`` folders
-    (raw input) refuse to be written.
+    ``CTSource`` (called, it reads the CT), so a folder of hundreds of CTs is
+    read one at a time. Hidden files (``.gitkeep``) are ignored and an empty
+    or missing folder loads as ``{}`` (PartitionedDataset refuses it, yet "no
+    phantoms because real CTs exist" is a normal state). Saving writes
+    ``<patient>.nii.gz`` per entry (a CTVolume or a loader of one, so a node
+    can stream) into a staging folder that replaces the folder once all are
+    written. ``read_only`` folders (user input) refuse to be written, and
+    refuse to load while any entry is not a CT or has an unreadable header:
+    the error lists every such entry and why, so that nothing is made from a
+    folder the user believes holds their CTs.
     """
 
     def __init__(
@@ -74,34 +67,51 @@ class CTFolderDataset(
         folder = self._read_path()
         if not folder.is_dir():
             return PatientLayer()
-        loaders = PatientLayer(dataset_id=self._stamp())
+        entries = [e for e in sorted(folder.iterdir()) if not e.name.startswith(".")]
+        # The data file of a detached header (.nhdr, .mhd) belongs to that CT.
+        detached = {
+            name for e in entries if e.is_file() for name in detached_data_files(e)
+        }
+        sources: dict[str, CTSource] = {}
         loose_slices: list[Path] = []
-        for entry in sorted(folder.iterdir()):
-            if entry.name.startswith("."):
+        unusable: list[str] = []
+        for entry in entries:
+            if entry.name in detached:
                 continue
             # Extensions match whatever their case (PATIENT1.NII.GZ is a NIfTI).
-            is_nifti = entry.is_file() and entry.name.lower().endswith(NIFTI_SUFFIXES)
-            if entry.is_file() and not is_nifti and is_dicom_file(entry):
+            is_file = entry.is_file() and is_ct_file(entry)
+            if entry.is_file() and not is_file and is_dicom_file(entry):
                 loose_slices.append(entry)
                 continue
-            if not (is_nifti or (entry.is_dir() and _is_dicom_series(entry))):
-                logger.warning(
-                    "%s is not used: not a .nii / .nii.gz file (any case) nor a "
-                    "folder holding one DICOM series",
-                    entry,
-                )
+            if not (is_file or (entry.is_dir() and _is_dicom_series(entry))):
+                unusable.append(f"{entry}: {NOT_A_CT}")
                 continue
-            patient = _patient_id(entry)
-            if patient in loaders:
+            if is_file and self._read_only:
+                try:
+                    check_readable(entry)
+                except CTInputError as error:
+                    unusable.append(str(error))
+                    continue
+            patient = ct_file_stem(entry.name)
+            if patient in sources:
                 raise DatasetError(
                     f"two CTs in {self._path} share the patient id '{patient}'"
                 )
-            loaders[patient] = Stored(_files(entry), partial(load_ct, entry))
+            sources[patient] = CTSource(entry)
+        if unusable:
+            listing = "\n".join(f"  - {reason}" for reason in unusable)
+            if self._read_only:
+                raise DatasetError(
+                    f"{self._path} holds {len(unusable)} entries that cannot be "
+                    "used as CTs; nothing was read or written. Move them out of "
+                    f"the folder or fix them:\n{listing}"
+                )
+            logger.warning("not used as CTs, in %s:\n%s", self._path, listing)
         if loose_slices:
             # DICOM slices straight in the folder are one series, one patient
             # named after the folder (reading them checks they are one series).
             patient = self._path.name
-            if patient in loaders:
+            if patient in sources:
                 raise DatasetError(
                     f"the DICOM slices loose in {self._path} would be patient "
                     f"'{patient}', which another CT there already is; move them "
@@ -113,11 +123,15 @@ class CTFolderDataset(
                 self._path,
                 patient,
             )
-            loaders[patient] = Stored(
-                tuple(loose_slices),
-                partial(load_dicom_files, tuple(loose_slices), self._path),
-            )
-        return loaders
+            sources[patient] = CTSource(self._path, slices=tuple(loose_slices))
+        if self._read_only:
+            # Raw CTs stay sources: the drr stage sets their assumed orientation.
+            return PatientLayer(sources)
+        # The pipeline's own layers: an unchanged patient's file can be linked.
+        return PatientLayer(
+            {p: Stored(s.files, s) for p, s in sources.items()},
+            dataset_id=self._stamp(),
+        )
 
     def save(self, data: Mapping[str, Any]) -> None:
         if self._read_only:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ct_pipeline.ct.io import parse_orientation
 from ct_pipeline.drr.geometry import Geometry, resolve_angles
 from ct_pipeline.inference import Refinement
 from ct_pipeline.models.unet3d import LEVELS
@@ -67,6 +68,15 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     if "spacing_mm" in phantoms:
         value = phantoms["spacing_mm"]
         check("phantoms.spacing_mm", _positive_number(value), "a number > 0", value)
+    if "replace_real_ct" in phantoms:
+        value = phantoms["replace_real_ct"]
+        check(
+            "phantoms.replace_real_ct", isinstance(value, bool), "true or false", value
+        )
+
+    orientation = (params.get("raw") or {}).get("assume_orientation")
+    if orientation is not None:
+        attempt("raw.assume_orientation", lambda: parse_orientation(orientation))
 
     preprocess = params.get("preprocess") or {}
     if "volume_size" in preprocess:

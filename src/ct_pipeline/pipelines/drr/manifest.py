@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ct_pipeline.ct.io import CTSource
 from ct_pipeline.datasets.layers import Stored, layer_id
 from ct_pipeline.pipelines.partitions import load_one
 
@@ -60,6 +61,10 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
 def _raw_fingerprint(loader: Any) -> Any:
     """A raw CT's files' fingerprints; a CT handed over in memory (a notebook,
     a test) is fingerprinted by its voxels and affine."""
+    if isinstance(loader, CTSource):
+        # The orientation assumed for a file that declares none shapes the CT.
+        files = {path.name: file_fingerprint(path) for path in loader.files}
+        return files | {"assume_orientation": loader.assume_orientation}
     if isinstance(loader, Stored):
         return {path.name: file_fingerprint(path) for path in loader.files}
     volume = load_one(loader)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from ct_pipeline.ct import CTVolume, CubeGrid, preprocess_ct
+from ct_pipeline.ct import CTInputError, CTVolume, CubeGrid, preprocess_ct
+from ct_pipeline.ct.io import ORIENTATION_PARAMETER, CTSource
 from ct_pipeline.ct.preprocess import finer_grid, resample_to_grid
 from ct_pipeline.datasets.layers import PatientLayer
 from ct_pipeline.drr import DRRSet, Geometry
@@ -24,10 +26,37 @@ from ct_pipeline.pipelines.partitions import load_one
 logger = logging.getLogger(__name__)
 
 
+def read_raw_cts(
+    raw_ct: Mapping[str, CTSource], params: dict[str, Any]
+) -> dict[str, CTSource]:
+    """The raw CTs, each read with ``raw.assume_orientation`` where its file
+    declares no orientation; every file that needs it and lacks it is named
+    at once, before anything is read or written."""
+    sources = {
+        patient: replace(source, assume_orientation=params["assume_orientation"])
+        for patient, source in raw_ct.items()
+    }
+    undeclared = sorted(str(s.path) for s in sources.values() if s.lacks_orientation())
+    if undeclared:
+        raise CTInputError(
+            f"{len(undeclared)} NIfTI file(s) declare no orientation (qform and "
+            "sform codes 0), so which way their axes point is unknown; set "
+            f"{ORIENTATION_PARAMETER} (e.g. LPS or RAS) or rewrite them with "
+            "their true affine; nothing was written:\n  - " + "\n  - ".join(undeclared)
+        )
+    return sources
+
+
 def make_phantoms(
-    raw_ct: Mapping[str, Callable[[], CTVolume]], params: dict[str, Any]
+    raw_ct: Mapping[str, Callable[[], CTVolume]],
+    current_source: Mapping[str, Any] | None,
+    params: dict[str, Any],
 ) -> dict[str, Callable[[], CTVolume]]:
-    """Procedural chest phantoms, only when the raw folder holds no CT.
+    """Procedural chest phantoms, only when the raw folder holds nothing.
+
+    ``current_source`` is the ``ct_source`` record of the data set on disk
+    (None before the first run): phantoms replace a data set made from real
+    CTs only when ``replace_real_ct`` says so.
 
     Lazy, like every node of this pipeline: it returns a maker per patient,
     and the dataset computes and writes one patient at a time, so memory does
@@ -38,6 +67,19 @@ def make_phantoms(
             "Using %d CT(s) from the raw folder; no phantoms generated", len(raw_ct)
         )
         return {}
+    if (
+        current_source
+        and current_source.get("source") == "raw"
+        and not params["replace_real_ct"]
+    ):
+        patients = list(current_source.get("patients", []))
+        raise ValueError(
+            f"the raw folder holds no CT, but the current data set was made from "
+            f"{len(patients)} real CT(s) ({', '.join(patients[:5])}"
+            f"{', ...' if len(patients) > 5 else ''}); phantoms would replace it. "
+            "Put the CTs back, or set phantoms.replace_real_ct=true to replace "
+            "them with phantoms; nothing was written"
+        )
     logger.info("Raw folder is empty: generating %d chest phantoms", params["count"])
     return phantom_loaders(
         n=params["count"],

@@ -11,6 +11,7 @@ from ct_pipeline.pipelines.drr.nodes import (
     make_drr_previews,
     make_phantoms,
     preprocess_volumes,
+    read_raw_cts,
     render_drr_sets,
 )
 
@@ -19,8 +20,19 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     return pipeline(
         [
             node(
+                read_raw_cts,
+                inputs={"raw_ct": "raw_ct", "params": "params:raw"},
+                outputs="raw_cts",
+                name="read_raw_cts",
+                tags=["ingest"],
+            ),
+            node(
                 make_phantoms,
-                inputs={"raw_ct": "raw_ct", "params": "params:phantoms"},
+                inputs={
+                    "raw_ct": "raw_cts",
+                    "current_source": "previous_ct_source",
+                    "params": "params:phantoms",
+                },
                 outputs="phantom_ct",
                 name="make_phantoms",
                 tags=["ingest"],
@@ -28,7 +40,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             node(
                 describe_dataset,
                 inputs={
-                    "raw_ct": "raw_ct",
+                    "raw_ct": "raw_cts",
                     "phantom_ct": "phantom_ct",
                     "previous": "previous_ct_source",
                     "phantoms": "params:phantoms",
@@ -42,7 +54,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             node(
                 preprocess_volumes,
                 inputs={
-                    "raw_ct": "raw_ct",
+                    "raw_ct": "raw_cts",
                     "phantom_ct": "phantom_ct",
                     "params": "params:preprocess",
                     "manifest": "ct_source",
@@ -57,7 +69,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 render_drr_sets,
                 inputs={
                     "preprocessed_ct": "preprocessed_ct",
-                    "raw_ct": "raw_ct",
+                    "raw_ct": "raw_cts",
                     "phantom_ct": "phantom_ct",
                     "params": "params:drr",
                     "manifest": "ct_source",
