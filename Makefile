@@ -12,6 +12,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 export KEDRO_DISABLE_TELEMETRY := 1
+# Tools that plugins start by name (`kedro mlflow ui` runs `mlflow`) come from
+# the virtual environment, without activating it.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install run test test-fast lint viz mlflow-ui bench study clean-data
 
