@@ -37,6 +37,7 @@ def test_the_gpu_environment_is_a_valid_medical_setup(tmp_path: Path):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    from ct_pipeline.hooks import base_parameters
     from ct_pipeline.pipelines.checks import check_parameters
     from ct_pipeline.training import TrainConfig
 
@@ -45,8 +46,10 @@ def test_the_gpu_environment_is_a_valid_medical_setup(tmp_path: Path):
     (tmp_path / "src").mkdir()
     bootstrap_project(tmp_path)
     with KedroSession.create(project_path=tmp_path, env="gpu") as session:
-        params = session.load_context().params
-    check_parameters(params)
+        context = session.load_context()
+        params = context.params
+        defaults = base_parameters(context.config_loader)
+    check_parameters(params, defaults)
     config = TrainConfig.from_params(params["train"])
     assert (config.model, config.world_size, config.num_views) == ("medical", 4, 8)
     assert params["preprocess"]["volume_size"] == 128

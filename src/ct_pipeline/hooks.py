@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 from kedro.io import DatasetError
 from mlflow.exceptions import MlflowException
@@ -25,12 +26,26 @@ from ct_pipeline.pipelines.checks import check_parameters
 logger = logging.getLogger(__name__)
 
 
+def base_parameters(config_loader: Any) -> dict[str, Any]:
+    """The parameters of the base environment alone (conf/base): the keys the
+    project defines, before any other environment or ``--params`` adds one."""
+    base = config_loader.base_env
+    loader = OmegaConfigLoader(
+        conf_source=str(config_loader.conf_source),
+        base_env=base,
+        default_run_env=base,
+        env=base,
+    )
+    return dict(loader["parameters"])
+
+
 class ParameterCheckHook:
-    """Refuses bad parameters of any stage before a node runs or a file is written."""
+    """Refuses unknown keys and bad values of any stage before a node runs or
+    a file is written."""
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        check_parameters(context.params)
+        check_parameters(context.params, base_parameters(context.config_loader))
 
 
 # Seconds between samples of CPU, memory (and GPU) use, logged as system/* metrics.

@@ -1,6 +1,7 @@
 """Every stage's parameters checked when a run starts, before any file is written.
 
-A bad value found by a late node would leave earlier layers rewritten and
+Every key must be one the project defines (parameter_keys.py), in every group
+and at the top level. A bad value found by a late node would leave earlier layers rewritten and
 later ones stale (03_primary and 04_feature disagreeing). ``check_parameters``
 builds each stage's typed objects from the merged parameters (the same
 constructors the nodes use, so the rules are defined once, there) and reports
@@ -18,6 +19,7 @@ from ct_pipeline.ct.io import parse_orientation
 from ct_pipeline.drr.geometry import Geometry, resolve_angles
 from ct_pipeline.inference import Refinement
 from ct_pipeline.models.unet3d import LEVELS
+from ct_pipeline.pipelines.parameter_keys import known_keys, split_known
 from ct_pipeline.training import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -40,9 +42,10 @@ def _positive_number(value: Any) -> bool:
     )
 
 
-def check_parameters(params: Mapping[str, Any]) -> None:
-    """Raise ParameterError naming every invalid key of the stages present."""
-    problems: list[str] = []
+def check_parameters(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Raise ParameterError naming every unknown key (against ``defaults``,
+    conf/base's parameters) and every invalid value of the stages present."""
+    params, problems = split_known(params, known_keys(defaults))
 
     def check(key: str, ok: bool, expected: str, value: Any) -> None:
         if not ok:
