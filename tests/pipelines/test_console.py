@@ -27,6 +27,6 @@ def test_kedro_run_drr_prints_no_library_warnings(tmp_path):
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert "Completed 4 out of 4 tasks" in output
+    assert "Completed 6 out of 6 tasks" in output
     warnings = [line for line in output.splitlines() if "warning" in line.lower()]
     assert not warnings, "\n".join(warnings)
