@@ -121,5 +121,5 @@ def test_two_torchrun_nodes_train_the_single_process_weights(tiny_project, tmp_p
     for name, weight in single_last["model"].items():
         # Gloo sums the two ranks' gradients in another order than one process.
         torch.testing.assert_close(
-            nodes_last["model"][name], weight, rtol=1e-3, atol=1e-4
+            nodes_last["model"][name], weight, rtol=1e-3, atol=5e-4
         )
