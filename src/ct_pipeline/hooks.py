@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from ct_pipeline.commit import LayerCommit, recover
 from ct_pipeline.datasets.layers import ManifestDataset, StagedLayer
-from ct_pipeline.lock import acquire, release
+from ct_pipeline.lock import acquire, process_alive, release
 from ct_pipeline.pipelines.checks import check_parameters
 
 logger = logging.getLogger(__name__)
@@ -69,16 +69,6 @@ class SystemMetricsHook:
 OWNER_HOST, OWNER_PID = "ct_pipeline.host", "ct_pipeline.pid"
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def mark_killed_runs(client: MlflowClient, host: str) -> list[str]:
     """Set KILLED on RUNNING runs of this host whose process is gone; their ids.
 
@@ -94,7 +84,7 @@ def mark_killed_runs(client: MlflowClient, host: str) -> list[str]:
         filter_string=f"attributes.status = 'RUNNING' and tags.`{OWNER_HOST}` = '{host}'",
     ):
         pid = run.data.tags.get(OWNER_PID, "")
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             client.set_terminated(run.info.run_id, status="KILLED")
             killed.append(run.info.run_id)
     return killed

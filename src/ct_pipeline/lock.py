@@ -28,7 +28,8 @@ def lock_path(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +54,7 @@ def _stale(holder: dict[str, object]) -> bool:
     if holder.get("host") != socket.gethostname():
         return False
     pid = holder.get("pid")
-    return not isinstance(pid, int) or pid == os.getpid() or not _alive(pid)
+    return not isinstance(pid, int) or pid == os.getpid() or not process_alive(pid)
 
 
 def _take(target: Path) -> Path:
