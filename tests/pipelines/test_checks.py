@@ -117,7 +117,9 @@ def test_every_unknown_key_is_reported_at_once_with_bad_values():
 
 
 def test_a_key_nothing_resembles_is_listed_with_the_known_keys():
-    with pytest.raises(ParameterError, match=r"known here: count, replace_real_ct, seed, size_vox"):
+    with pytest.raises(
+        ParameterError, match=r"known here: count, replace_real_ct, seed, size_vox"
+    ):
         check_parameters(with_change("phantoms.zzz", 1), base_params())
 
 

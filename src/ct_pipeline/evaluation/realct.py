@@ -20,13 +20,11 @@ from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 from matplotlib.figure import Figure
 
 from ct_pipeline.ct import CTVolume, preprocess_ct
-from ct_pipeline.ct.preprocess import finer_grid, resample_to_grid
+from ct_pipeline.drr.anatomy import views_of_finer_anatomy
 from ct_pipeline.drr.drrset import DRRSet
-from ct_pipeline.drr.projector import render_drrs
 from ct_pipeline.evaluation.figures import slices_figure
 from ct_pipeline.inference import ModelBundle, Refinement, reconstruct
 from ct_pipeline.metrics import evaluate_volume, to_unit
@@ -71,17 +69,13 @@ def prepare_case(
     times finer over the same field."""
     grid = bundle.grid
     truth = preprocess_ct(ct, grid.spacing_mm, grid.size, body_threshold_hu)
-    fine = resample_to_grid(
-        ct, finer_grid(grid.centred(truth.centre_mm), VIEW_OVERSAMPLE)
-    )
-    angles = list(bundle.angles_deg)
-    projections = render_drrs(fine, bundle.geometry, angles, mu_water_per_mm)
-    views = DRRSet(
-        projections=projections,
-        angles_deg=np.asarray(angles, dtype=np.float64),
-        geometry=bundle.geometry,
-        isocentre_mm=truth.centre_mm,
-        mu_water_per_mm=mu_water_per_mm,
+    views = views_of_finer_anatomy(
+        ct,
+        grid.centred(truth.centre_mm),
+        bundle.geometry,
+        list(bundle.angles_deg),
+        mu_water_per_mm,
+        VIEW_OVERSAMPLE,
     )
     return RealCTCase(truth=truth, views=views)
 

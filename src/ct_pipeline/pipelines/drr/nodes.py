@@ -8,17 +8,15 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 
 from ct_pipeline.ct import CTInputError, CTVolume, CubeGrid, preprocess_ct
 from ct_pipeline.ct.io import ORIENTATION_PARAMETER, CTSource
-from ct_pipeline.ct.preprocess import finer_grid, resample_to_grid
 from ct_pipeline.datasets.layers import PatientLayer
 from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.drr.anatomy import views_of_finer_anatomy
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
-from ct_pipeline.drr.projector import render_drrs
 from ct_pipeline.phantoms import phantom_loaders
 from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
 from ct_pipeline.pipelines.partitions import load_one
@@ -189,34 +187,17 @@ def _rendered(
     angles: list[float],
     params: dict[str, Any],
 ) -> DRRSet:
-    target = load_one(cube)
-    oversample = int(params["view_oversample"])
-    # The views see the patient's own anatomy, finer than the target cube
-    # (a radiograph is not made from 12 mm voxels), over the cube's field.
-    anatomy = resample_to_grid(
-        load_one(source), finer_grid(CubeGrid.of(target), oversample)
-    )
-    mirrored = CTVolume(hu=anatomy.hu[::-1].copy(), affine=anatomy.affine)
     # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    views = [
-        render_drrs(
-            volume,
-            geometry,
-            angles,
-            mu_water_per_mm=params["mu_water_per_mm"],
-            device=device,
-        )
-        for volume in (anatomy, mirrored)
-    ]
-    return DRRSet(
-        projections=views[0],
-        angles_deg=np.asarray(angles, dtype=np.float64),
-        geometry=geometry,
-        isocentre_mm=target.centre_mm,
-        mu_water_per_mm=float(params["mu_water_per_mm"]),
-        anatomy_spacing_mm=CubeGrid.of(anatomy).spacing_mm,
-        mirrored_projections=views[1],
+    return views_of_finer_anatomy(
+        load_one(source),
+        CubeGrid.of(load_one(cube)),
+        geometry,
+        angles,
+        params["mu_water_per_mm"],
+        int(params["view_oversample"]),
+        mirrored=True,
+        device=device,
     )
 
 
