@@ -62,3 +62,100 @@ def test_every_catalogued_dataset_has_a_layer():
         if not ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
     ]
     assert missing == []
+
+
+# Kedro's data layers, first to last (the folders 01_raw ... 08_reporting).
+KEDRO_LAYERS = (
+    "raw",
+    "intermediate",
+    "primary",
+    "feature",
+    "model_input",
+    "models",
+    "model_output",
+    "reporting",
+)
+
+
+def _catalog_layers() -> dict[str, str]:
+    import yaml
+
+    from tiny_project import REPO_ROOT
+
+    catalog = yaml.safe_load((REPO_ROOT / "conf/base/catalog.yml").read_text())
+    return {
+        name: entry["metadata"]["kedro-viz"]["layer"]
+        for name, entry in catalog.items()
+        if ((entry.get("metadata") or {}).get("kedro-viz") or {}).get("layer")
+    }
+
+
+def _layer_inversions(pipeline, layers: dict[str, str]) -> list[str]:
+    """Every layered dataset that feeds, directly or through unlayered
+    datasets (memory, parameters), a layered dataset of an earlier layer."""
+    consumers: dict[str, list] = {}
+    for n in pipeline.nodes:
+        for name in n.inputs:
+            consumers.setdefault(name, []).append(n)
+
+    def next_layered(name: str, seen: set[str]) -> set[str]:
+        found: set[str] = set()
+        for n in consumers.get(name, []):
+            for out in n.outputs:
+                if out in layers:
+                    found.add(out)
+                elif out not in seen:
+                    seen.add(out)
+                    found |= next_layered(out, seen)
+        return found
+
+    rank = {layer: i for i, layer in enumerate(KEDRO_LAYERS)}
+    return sorted(
+        f"{source} ({layers[source]}) -> {target} ({layers[target]})"
+        for source in pipeline.datasets()
+        if source in layers
+        for target in next_layered(source, set())
+        if rank[layers[target]] < rank[layers[source]]
+    )
+
+
+def test_catalog_layers_are_kedro_layers():
+    assert set(_catalog_layers().values()) <= set(KEDRO_LAYERS)
+
+
+def test_no_dataset_feeds_an_earlier_layer():
+    """Layers that only ever flow forward cannot form the cycle for which
+    kedro-viz hides them all ("circular dependency detected")."""
+    from ct_pipeline.pipeline_registry import register_pipelines
+
+    layers = _catalog_layers()
+    inversions = {
+        name: found
+        for name, pipeline in register_pipelines().items()
+        if (found := _layer_inversions(pipeline, layers))
+    }
+    assert inversions == {}
+
+
+@pytest.mark.slow
+def test_viz_graph_shows_layers_of_every_pipeline():
+    """The graph ``kedro viz build`` serves, built in-process from the
+    repository's project: kedro-viz returns no layers when they form a cycle."""
+    pytest.importorskip("kedro_viz")
+    from kedro_viz.data_access.managers import DataAccessManager
+    from kedro_viz.integrations.kedro.data_loader import load_data
+    from kedro_viz.server import populate_data
+
+    from tiny_project import REPO_ROOT
+
+    catalog, pipelines, extras = load_data(REPO_ROOT)
+    manager = DataAccessManager()
+    populate_data(manager, catalog, pipelines, extras)
+    layers = _catalog_layers()
+    for name, pipeline in pipelines.items():
+        used = {layers[d] for d in pipeline.datasets() if d in layers}
+        shown = manager.get_sorted_layers_for_registered_pipeline(name)
+        assert used <= set(shown), name
+    # The whole job spans every layer in Kedro's order.
+    shown = manager.get_sorted_layers_for_registered_pipeline("__default__")
+    assert shown == [layer for layer in KEDRO_LAYERS if layer in shown]
