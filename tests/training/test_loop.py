@@ -132,6 +132,37 @@ def test_mlflow_run_holds_params_and_one_point_per_epoch(ddp_and_single):
     assert psnr[2] == pytest.approx(ddp_and_single["ddp"].history[1]["val/psnr_3d"])
 
 
+def test_mlflow_run_holds_the_best_epochs_metrics(ddp_and_single):
+    client, run_id = ddp_and_single["client"], ddp_and_single["run_id"]
+    metrics = client.get_run(run_id).data.metrics
+    history = ddp_and_single["ddp"].history
+    best = max(history, key=lambda r: r["val/psnr_3d"])
+    assert metrics["best/epoch"] == best["epoch"] == ddp_and_single["ddp"].best_epoch
+    assert metrics["best/val_psnr_3d"] == pytest.approx(best["val/psnr_3d"])
+    assert metrics["best/val_ssim_3d"] == pytest.approx(best["val/ssim_3d"])
+
+
+def test_best_epoch_metrics_are_those_of_the_best_epoch_not_the_last():
+    from ct_pipeline.training.loop import best_epoch_metrics, closing_line
+
+    history = [
+        {"epoch": 1, "train/loss": 0.5, "val/psnr_3d": 20.0, "val/ssim_3d": 0.5},
+        {"epoch": 2, "train/loss": 0.4, "val/psnr_3d": 24.0, "val/ssim_3d": 0.7},
+        {"epoch": 3, "train/loss": 0.3, "val/psnr_3d": 23.0, "val/ssim_3d": 0.8},
+    ]
+    best = best_epoch_metrics(history, best_epoch=2)
+    assert best == {
+        "best/epoch": 2.0,
+        "best/val_psnr_3d": 24.0,
+        "best/val_ssim_3d": 0.7,
+    }
+    assert closing_line(best, 3) == (
+        "training done: kept epoch 2/3, the best on validation (24.00 dB / SSIM 0.700)"
+    )
+    assert best_epoch_metrics(history, best_epoch=0) == {}
+    assert "no epoch was validated" in closing_line({}, 3)
+
+
 def test_steps_per_epoch_bounds_an_epoch(data, tmp_path):
     volumes, drr_sets = data
     config = make_config(tmp_path, batch_size_per_device=1, steps_per_epoch=3)

@@ -305,6 +305,11 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     divergence = max_rank_weight_diff(module) if place.distributed else 0.0
     if not place.is_main:
         return None
+    best = best_epoch_metrics(history, best_epoch)
+    logger.info(closing_line(best, config.epochs))
+    if job.sink is not None and best:
+        # Beside the last epoch's val/*: the weights kept are the best epoch's.
+        job.sink.log_metrics(best, step=best_epoch)
     if best_state is None and (run_dir / BEST).exists():
         best_state = load_checkpoint(run_dir / BEST)["model"]
     return TrainResult(
@@ -397,6 +402,32 @@ def epoch_line(
         parts.append(f"best {best_score:.2f} dB ({best_epoch})")
     parts.append(f"{record['train/samples_per_s']:.1f} samples/s")
     return "  ".join(parts)
+
+
+def best_epoch_metrics(
+    history: list[dict[str, float]], best_epoch: int
+) -> dict[str, float]:
+    """``best/epoch`` and the validation metrics of that epoch as ``best/val_*``
+    (e.g. ``best/val_psnr_3d``); empty when no epoch was validated."""
+    record = next((r for r in history if r["epoch"] == best_epoch), None)
+    if not best_epoch or record is None:
+        return {}
+    return {"best/epoch": float(best_epoch)} | {
+        f"best/{key.replace('/', '_')}": value
+        for key, value in record.items()
+        if key.startswith("val/")
+    }
+
+
+def closing_line(best: Mapping[str, float], epochs: int) -> str:
+    """The log line that ends training: which epoch's weights are kept and why."""
+    if not best:
+        return f"training done ({epochs} epochs): no epoch was validated"
+    return (
+        f"training done: kept epoch {int(best['best/epoch'])}/{epochs}, the best "
+        f"on validation ({best['best/val_psnr_3d']:.2f} dB / SSIM "
+        f"{best['best/val_ssim_3d']:.3f})"
+    )
 
 
 def _batches(indices: list[int], size: int) -> Iterator[list[int]]:
