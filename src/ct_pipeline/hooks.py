@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from ct_pipeline.commit import LayerCommit, recover
 from ct_pipeline.datasets.layers import ManifestDataset, StagedLayer
+from ct_pipeline.evaluation.model_card import CARD_NAME, model_card
 from ct_pipeline.lock import acquire, process_alive, release
 from ct_pipeline.pipelines.checks import check_parameters
 
@@ -254,3 +256,32 @@ class RunSummaryHook:
                 " then http://127.0.0.1:5000",
             ]
         logger.info("\n".join(lines))
+
+
+class ModelCardHook:
+    """Writes MODEL_CARD.md beside the model that the run logged (kedro-mlflow
+    logs it in its own ``after_pipeline_run``, which runs before this one),
+    from the run's own parameters, metrics and tags."""
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        try:
+            run = mlflow.active_run() or mlflow.last_active_run()
+        except MlflowException:
+            run = None  # the process's last run lives in another store
+        if run is None:
+            return
+        client = MlflowClient()
+        models = client.search_logged_models(
+            experiment_ids=[run.info.experiment_id],
+            filter_string=f"source_run_id = '{run.info.run_id}'",
+        )
+        if not models:
+            return  # this pipeline logs no model (drr, evaluate, predict)
+        data = client.get_run(run.info.run_id).data
+        card = model_card(data.params, data.metrics, data.tags)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / CARD_NAME
+            path.write_text(card)
+            for model in models:
+                client.log_model_artifact(model.model_id, str(path))

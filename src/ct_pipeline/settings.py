@@ -31,6 +31,7 @@ quiet_known_warnings()
 
 from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
     LayerGuardHook,
+    ModelCardHook,
     ParameterCheckHook,
     RunOwnerHook,
     RunSummaryHook,
@@ -43,4 +44,5 @@ HOOKS = (
     SystemMetricsHook(),
     RunOwnerHook(),
     RunSummaryHook(),
+    ModelCardHook(),
 )

@@ -262,3 +262,30 @@ def test_predict_pipeline_writes_every_volume_on_its_ct_grid(predicted):
         assert prediction.hu.shape == truth.hu.shape
         assert np.allclose(prediction.affine, truth.affine, atol=1e-4)
         assert np.isfinite(prediction.hu).all()
+
+
+def test_logged_model_carries_a_model_card_of_its_run(
+    tiny_project, mlflow_run, tmp_path
+):
+    client, run = mlflow_run
+    (model,) = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    import mlflow
+
+    mlflow.set_tracking_uri(tiny_project.tracking_uri)
+    # What `mlflow.pyfunc.load_model` fetches: the card lies beside MLmodel.
+    folder = Path(
+        mlflow.artifacts.download_artifacts(model.model_uri, dst_path=str(tmp_path))
+    )
+    assert (folder / "MLmodel").is_file()
+    card = (folder / "MODEL_CARD.md").read_text()
+    tags, metrics = run.data.tags, run.data.metrics
+    assert (
+        f"{tags['ct_pipeline.num_views']} views at {tags['ct_pipeline.angles_deg']} degrees"
+        in card
+    )
+    assert f"| {metrics['test/psnr_3d']:.2f} |" in card
+    assert "synthetic chest phantoms" in card
+    assert "not for clinical use" in card

@@ -212,6 +212,7 @@ def describe_run(best_model: ModelBundle, ct_source: dict[str, Any]) -> dict[str
         "mlflow.runName": run_name(best_model.model, views),
         "ct_pipeline.model": best_model.model,
         "ct_pipeline.num_views": str(views),
+        "ct_pipeline.angles_deg": ",".join(f"{a:g}" for a in best_model.angles_deg),
         "ct_pipeline.volume_size": str(best_model.grid.size),
         "ct_pipeline.data_source": ct_source["source"],
         "n_parameters": str(best_model.n_parameters),
