@@ -17,7 +17,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 # the virtual environment, without activating it.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test test-fast lint viz mlflow-ui bench study clean-data
+.PHONY: install run test test-fast lint viz mlflow-ui notebook bench study clean-data
 
 install: $(STAMP)
 
@@ -68,6 +68,11 @@ viz: install
 
 mlflow-ui: install
 	$(BIN)/kedro mlflow ui
+
+# JupyterLab is installed on first use: nothing else needs it.
+notebook: install
+	$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/pip install -q --disable-pip-version-check -c $(VENV)/constraints.txt jupyterlab
+	$(BIN)/jupyter lab notebooks/explore.ipynb
 
 # DiffDRR (the peer renderer) only for the benchmark. Its full dependency set
 # pulls torchvision, which does not import beside the CPU torch: install the
