@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -41,3 +43,15 @@ def training_partitions(
 
 def load_partitions(partitions: Mapping[str, Any], desc: str) -> dict[str, Any]:
     return dict(iter_partitions(partitions, desc))
+
+
+def partition_source(partitions: Mapping[str, Any], key: str) -> str:
+    """Where partition ``key`` is read from, for messages: its file or folder
+    (the project's folder datasets load each through a partial over its
+    path), else the patient id."""
+    value = partitions[key]
+    if isinstance(value, partial):
+        for arg in value.args:
+            if isinstance(arg, os.PathLike):
+                return os.fspath(arg)
+    return f"patient {key!r}"

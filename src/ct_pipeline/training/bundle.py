@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import TrainResult
@@ -16,10 +18,12 @@ def trained_bundle(
     result: TrainResult,
     config: TrainConfig,
     refinement: Refinement,
+    split: Mapping[str, Sequence[str]],
     trained_in_run: str | None = None,
 ) -> ModelBundle:
     """The best weights of ``result``, labelled with what they were trained
-    for, and the refinement that follows the network when they reconstruct."""
+    for and on (the grid, the patient ids of each part of ``split``), and the
+    refinement that follows the network when they reconstruct."""
     return ModelBundle(
         state_dict=result.best_state_dict,
         model=config.model,
@@ -30,4 +34,5 @@ def trained_bundle(
         hu_window=config.hu_window,
         trained_in_run=trained_in_run,
         refinement=refinement,
+        split={part: tuple(ids) for part, ids in split.items()},
     )

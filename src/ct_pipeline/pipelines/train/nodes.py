@@ -46,7 +46,9 @@ def train_reconstructor(
     metric_sink.log_params(data_params(volume, drr, patient_split, ct_source))
     result = train_model(volumes, drrs, patient_split, config, sink=metric_sink)
     run_id = getattr(metric_sink, "run_id", None)
-    bundle = trained_bundle(result, config, Refinement(**refinement), run_id)
+    bundle = trained_bundle(
+        result, config, Refinement(**refinement), patient_split, run_id
+    )
     return bundle, result.history
 
 
