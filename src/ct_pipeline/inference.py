@@ -143,8 +143,8 @@ class ModelBundle:
         """Read with ``weights_only=True``: a file from elsewhere cannot run code."""
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise  # torch's own message names the path and says what is wrong
         # torch reports a truncated or damaged file as a bare "[Errno 22]" or a
         # zip-reader message that names no file.
         except (
