@@ -122,6 +122,26 @@ def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
     assert dataclasses.replace(bundle, refinement=Refinement()) != bundle
 
 
+def test_bundle_records_the_split_and_older_bundles_load_without_one():
+    split = {"train": ("a", "b"), "val": ("c",), "test": ("d",)}
+    bundle = dataclasses.replace(_bundle(Refinement()), split=split)
+    assert ModelBundle.from_dict(bundle.to_dict()).split == split
+    old = bundle.to_dict()
+    del old["split"]
+    assert ModelBundle.from_dict(old).split is None
+
+
+def test_a_truncated_bundle_file_is_named(tmp_path):
+    path = tmp_path / "best_model.pt"
+    _bundle(Refinement()).save(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable model bundle") as error:
+        ModelBundle.load(path)
+    assert str(path) in str(error.value)
+    with pytest.raises(FileNotFoundError):
+        ModelBundle.load(tmp_path / "missing.pt")
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -7,6 +7,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ct_pipeline.datasets.layers import Stored
 from ct_pipeline.training.data import load_one
 
 
@@ -41,3 +42,13 @@ def training_partitions(
 
 def load_partitions(partitions: Mapping[str, Any], desc: str) -> dict[str, Any]:
     return dict(iter_partitions(partitions, desc))
+
+
+def partition_source(partitions: Mapping[str, Any], key: str) -> str:
+    """Where partition ``key`` is read from, for messages: its first file (the
+    project's folder datasets load each as a ``Stored`` naming its files),
+    else the patient id."""
+    value = partitions[key]
+    if isinstance(value, Stored) and value.files:
+        return str(value.files[0])
+    return f"patient {key!r}"

@@ -11,6 +11,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,6 +94,21 @@ def train_model(
     device = config.resolve_device()
     config.resolve_backend(device)
     config.resolve_amp(device)
+    # A file where the checkpoint folder goes would fail only when the first
+    # epoch's checkpoint is written.
+    checkpoints = Path(config.checkpoint_dir)
+    try:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        in_the_way = next(
+            p
+            for p in (checkpoints, *checkpoints.parents)
+            if p.exists() and not p.is_dir()
+        )
+        raise ValueError(
+            f"train.checkpoint_dir {checkpoints} cannot be a folder: "
+            f"{in_the_way} is a file; move it away or set train.checkpoint_dir"
+        ) from error
     for name in ("train", "val"):
         ReconstructionDataset(
             volumes, drr_sets, split[name], config.angles, config.hu_window

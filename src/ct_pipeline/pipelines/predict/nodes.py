@@ -9,8 +9,8 @@ import numpy as np
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet, Geometry
-from ct_pipeline.inference import ModelBundle, reconstruct
-from ct_pipeline.pipelines.partitions import iter_partitions
+from ct_pipeline.inference import ModelBundle, check_input, reconstruct
+from ct_pipeline.pipelines.partitions import iter_partitions, partition_source
 
 
 def reconstruct_volumes(
@@ -19,12 +19,29 @@ def reconstruct_volumes(
     patient_ids: Sequence[str] | None = None,
 ) -> dict[str, CTVolume]:
     """HU reconstructions (true affine) of ``patient_ids`` (every DRR set when None)."""
-    network = best_model.network()
     wanted = drr_sets if patient_ids is None else {p: drr_sets[p] for p in patient_ids}
+    check_inputs(wanted, best_model)
+    network = best_model.network()
     return {
         patient: reconstruct(network, best_model, drr)
         for patient, drr in iter_partitions(wanted, desc="reconstruct")
     }
+
+
+def check_inputs(drr_sets: Mapping[str, Any], best_model: ModelBundle) -> None:
+    """Every DRR set checked (``inference.check_input``) before any is
+    reconstructed; raises naming each file the model cannot reconstruct from."""
+    problems = []
+    for patient, drr in iter_partitions(drr_sets, desc="check inputs"):
+        try:
+            check_input(drr, best_model)
+        except ValueError as error:
+            problems.append(f"{partition_source(drr_sets, patient)}: {error}")
+    if problems:
+        raise ValueError(
+            "DRR sets the model cannot reconstruct from (nothing was written):\n  - "
+            + "\n  - ".join(problems)
+        )
 
 
 def reconstruct_request(
