@@ -157,7 +157,8 @@ def _detector_spacing(ds: pydicom.Dataset, fail: Any) -> tuple[float, float]:
         ):
             raise fail(
                 f"ImagerPixelSpacing {list(spacing)} disagrees with PixelSpacing "
-                f"{list(patient)} x EstimatedRadiographicMagnificationFactor {factor}"
+                f"{[float(s) for s in patient]} x EstimatedRadiographicMagnificationFactor "
+                f"{float(factor)}"
             )
     if len(spacing) != 2:
         raise fail(f"pixel spacing {list(spacing)} needs 2 values (row, column)")
