@@ -10,7 +10,7 @@ trained.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
 from ct_pipeline.metrics import to_hu
 from ct_pipeline.models import build_model, count_parameters
+from ct_pipeline.radiographs import Film, films_to_views
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,18 @@ class ModelBundle:
                 data.get("refinement", Refinement().to_dict())
             ),
         )
+
+
+def views_from_films(
+    bundle: ModelBundle, films: Sequence[Film], mu_water_per_mm: float
+) -> DRRSet:
+    """A patient's films as the views ``bundle`` was trained on: calibrated to
+    line integrals on its detector, in its view order, isocentre at the origin.
+
+    ``mu_water_per_mm`` is the HU -> mu scale of the training DRRs, with which
+    the physics refinement re-renders the volume.
+    """
+    return films_to_views(films, bundle.geometry, bundle.angles_deg, mu_water_per_mm)
 
 
 @torch.no_grad()

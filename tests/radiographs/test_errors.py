@@ -10,8 +10,8 @@ from films import ANGLES, MODEL, render, write_dx, write_png
 
 from ct_pipeline.radiographs import (
     RadiographError,
-    find_patients,
     films_to_views,
+    find_patients,
     read_film,
 )
 

@@ -1,10 +1,11 @@
-"""Custom Kedro datasets: folders of CT volumes, DRR sets, PNGs, model
-bundles, and the MLflow connectors (metric sink, run tags, figure folders)."""
+"""Custom Kedro datasets: folders of CT volumes, DRR sets, radiographs, PNGs,
+model bundles, and the MLflow connectors (metric sink, run tags, figure folders)."""
 
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.datasets.files import ModelBundleDataset, PngDataset
 from ct_pipeline.datasets.folder import PatientFolderDataset
 from ct_pipeline.datasets.nifti import CTFolderDataset
+from ct_pipeline.datasets.radiographs import RadiographFolderDataset
 from ct_pipeline.datasets.tracking import (
     MetricSinkDataset,
     MlflowFiguresDataset,
@@ -21,5 +22,6 @@ __all__ = [
     "ModelBundleDataset",
     "PatientFolderDataset",
     "PngDataset",
+    "RadiographFolderDataset",
     "CTFolderDataset",
 ]

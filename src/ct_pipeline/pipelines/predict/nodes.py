@@ -9,7 +9,7 @@ import numpy as np
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet, Geometry
-from ct_pipeline.inference import ModelBundle, reconstruct
+from ct_pipeline.inference import ModelBundle, reconstruct, views_from_films
 from ct_pipeline.pipelines.partitions import iter_partitions
 
 
@@ -24,6 +24,23 @@ def reconstruct_volumes(
     return {
         patient: reconstruct(network, best_model, drr)
         for patient, drr in iter_partitions(wanted, desc="reconstruct")
+    }
+
+
+def reconstruct_radiographs(
+    radiographs: Mapping[str, Any], best_model: ModelBundle, mu_water_per_mm: float
+) -> dict[str, CTVolume]:
+    """HU reconstructions of every patient's films (DICOM or image + sidecar)."""
+    # Every patient's films are read and calibrated before the first (slow)
+    # reconstruction: a bad file stops the run at once, and nothing is written.
+    views = {
+        patient: views_from_films(best_model, films, mu_water_per_mm)
+        for patient, films in iter_partitions(radiographs, desc="calibrate")
+    }
+    network = best_model.network()
+    return {
+        patient: reconstruct(network, best_model, drr)
+        for patient, drr in iter_partitions(views, desc="reconstruct")
     }
 
 

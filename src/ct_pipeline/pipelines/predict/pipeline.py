@@ -2,7 +2,11 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from ct_pipeline.pipelines.predict.nodes import reconstruct_request, reconstruct_volumes
+from ct_pipeline.pipelines.predict.nodes import (
+    reconstruct_radiographs,
+    reconstruct_request,
+    reconstruct_volumes,
+)
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
@@ -14,7 +18,18 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 outputs="predictions",
                 name="reconstruct_volumes",
                 tags=["inference"],
-            )
+            ),
+            node(
+                reconstruct_radiographs,
+                inputs={
+                    "radiographs": "predict_radiographs",
+                    "best_model": "best_model",
+                    "mu_water_per_mm": "params:drr.mu_water_per_mm",
+                },
+                outputs="radiograph_predictions",
+                name="reconstruct_radiographs",
+                tags=["inference"],
+            ),
         ]
     )
 
