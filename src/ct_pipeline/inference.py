@@ -23,7 +23,7 @@ from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
-from ct_pipeline.metrics import to_hu
+from ct_pipeline.metrics import ncc, psnr_3d, to_hu
 from ct_pipeline.models import build_model, count_parameters
 from ct_pipeline.radiographs import Film, films_to_views
 
@@ -195,6 +195,31 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
     return CTVolume(
         hu=to_hu(unit.numpy(), bundle.hu_window).astype(np.float32), affine=affine
     )
+
+
+@torch.no_grad()
+def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
+    """How well ``volume`` explains ``views``: the quality signal that needs no CT.
+
+    The volume's DRRs, rendered with the views' geometry and physics, against
+    the views: PSNR (data range: the largest line integral of the views) and
+    NCC, per view (``reprojection/psnr/<angle>deg``) and over all views
+    (``reprojection/psnr``, ``reprojection/ncc``).
+    """
+    mu = hu_to_mu(torch.from_numpy(volume.hu), views.mu_water_per_mm)
+    rendered = project(
+        mu, volume.affine, views.geometry, views.angles_deg, views.isocentre_mm
+    ).double()
+    measured = torch.from_numpy(views.projections).double()
+    peak = float(measured.max())
+    scores = {
+        "reprojection/psnr": psnr_3d(rendered, measured, peak),
+        "reprojection/ncc": ncc(rendered, measured),
+    }
+    for angle, mine, theirs in zip(views.angles_deg, rendered, measured, strict=True):
+        scores[f"reprojection/psnr/{angle:g}deg"] = psnr_3d(mine, theirs, peak)
+        scores[f"reprojection/ncc/{angle:g}deg"] = ncc(mine, theirs)
+    return scores
 
 
 def refine(

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from films import ANGLES, GRID, MODEL, phantom, render, stored, write_dx, write_png
 
+from ct_pipeline.ct import CTVolume
 from ct_pipeline.datasets import RadiographFolderDataset
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.metrics import psnr_3d, to_unit
 from ct_pipeline.models import build_model
 from ct_pipeline.pipelines.predict.nodes import (
-    reconstruct_radiographs,
+    calibrate_radiographs,
     reconstruct_volumes,
+    score_reprojections,
 )
 
 # Another source distance, finer pixels and a larger film than the model's.
@@ -67,7 +71,8 @@ def test_films_reconstruct_as_their_drrs_do(tmp_path):
     bundle = _bundle()
     films = RadiographFolderDataset(str(tmp_path)).load()
     assert sorted(films) == ["dicom", "png"]
-    from_films = reconstruct_radiographs(films, bundle, mu_water_per_mm=0.02)
+    views = calibrate_radiographs(films, bundle, mu_water_per_mm=0.02)
+    from_films = reconstruct_volumes(views, bundle)
 
     truth = phantom()
     drrs = DRRSet(
@@ -89,11 +94,36 @@ def test_films_reconstruct_as_their_drrs_do(tmp_path):
         # (the films differ by quantisation and the averaging of finer pixels).
         assert abs(psnr(volume.hu, truth.hu) - psnr(reference.hu, truth.hu)) < 0.3
         assert psnr(volume.hu, reference.hu) > 35
+    table = score_reprojections(from_films, views, bundle)
+    assert list(table["patient"]) == ["dicom", "png"]
+    assert set(table.columns) >= {"reprojection/psnr", "reprojection/ncc/90deg"}
 
 
-def test_a_bad_film_stops_predict_before_any_reconstruction(tmp_path):
+def test_a_bad_film_stops_predict_before_anything_is_written(tmp_path):
     write_dx(tmp_path / "a_pa.dcm", render(0.0), drop=("DistanceSourceToDetector",))
     with pytest.raises(ValueError, match=r"a_pa\.dcm: lacks DistanceSourceToDetector"):
-        reconstruct_radiographs(
+        calibrate_radiographs(
             RadiographFolderDataset(str(tmp_path)).load(), _bundle(), 0.02
         )
+
+
+def test_a_volume_that_does_not_explain_its_views_is_warned(caplog):
+    truth = phantom()
+    views = DRRSet(
+        projections=np.stack([render(0.0), render(90.0)]),
+        angles_deg=np.asarray(ANGLES),
+        geometry=MODEL,
+        isocentre_mm=truth.centre_mm,
+    )
+    air = CTVolume(hu=np.full_like(truth.hu, -1000.0), affine=truth.affine)
+    with caplog.at_level(logging.WARNING):
+        table = score_reprojections(
+            {"p": truth, "q": air}, {"p": views, "q": views}, _bundle()
+        )
+    assert table["reprojection/ncc"].tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if "explains its views poorly" in r.getMessage()
+    ]
+    assert len(warned) == 1 and warned[0].startswith("q:")

@@ -3,9 +3,10 @@
 from kedro.pipeline import Pipeline, node, pipeline
 
 from ct_pipeline.pipelines.predict.nodes import (
-    reconstruct_radiographs,
+    calibrate_radiographs,
     reconstruct_request,
     reconstruct_volumes,
+    score_reprojections,
 )
 
 
@@ -20,15 +21,42 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 tags=["inference"],
             ),
             node(
-                reconstruct_radiographs,
+                score_reprojections,
+                inputs={
+                    "volumes": "predictions",
+                    "drr_sets": "predict_drr_sets",
+                    "best_model": "best_model",
+                },
+                outputs="predict_reprojection",
+                name="score_prediction_reprojections",
+            ),
+            node(
+                calibrate_radiographs,
                 inputs={
                     "radiographs": "predict_radiographs",
                     "best_model": "best_model",
                     "mu_water_per_mm": "params:drr.mu_water_per_mm",
                 },
+                outputs="radiograph_views",
+                name="calibrate_radiographs",
+                tags=["inference"],
+            ),
+            node(
+                reconstruct_volumes,
+                inputs={"drr_sets": "radiograph_views", "best_model": "best_model"},
                 outputs="radiograph_predictions",
                 name="reconstruct_radiographs",
                 tags=["inference"],
+            ),
+            node(
+                score_reprojections,
+                inputs={
+                    "volumes": "radiograph_predictions",
+                    "drr_sets": "radiograph_views",
+                    "best_model": "best_model",
+                },
+                outputs="radiograph_reprojection",
+                name="score_radiograph_reprojections",
             ),
         ]
     )
