@@ -32,7 +32,14 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
-from ct_pipeline.radiographs.film import Encoding, Film, RadiographError, view_angle
+from ct_pipeline.radiographs.film import (
+    ANGLE_TOLERANCE_DEG,
+    Encoding,
+    Film,
+    RadiographError,
+    angle_gap,
+    view_angle,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +107,11 @@ def read_dicom_film(path: Path) -> Film:
 
     sdd = float(need("DistanceSourceToDetector"))
     sad = float(need("DistanceSourceToPatient"))
-    orientation = tuple(str(c) for c in need("PatientOrientation"))
+    entries = need("PatientOrientation")
+    # One value comes back as a plain string, two or more as a sequence.
+    orientation = (
+        (str(entries),) if isinstance(entries, str) else tuple(map(str, entries))
+    )
     if len(orientation) != 2:
         raise fail(f"PatientOrientation {list(orientation)} needs 2 entries")
     return Film(
@@ -126,7 +137,7 @@ def _angle(ds: pydicom.Dataset, path: Path, fail: Any) -> float:
             raise fail("lacks ViewPosition (PA, AP, LL, RL) and PositionerPrimaryAngle")
         return named
     angle = float(primary)
-    if named is not None and abs((angle - named + 180) % 360 - 180) > 5:
+    if named is not None and angle_gap(angle, named) > ANGLE_TOLERANCE_DEG:
         raise fail(
             f"ViewPosition {position} ({named:g} deg) disagrees with "
             f"PositionerPrimaryAngle {angle:g} deg"

@@ -15,6 +15,9 @@ Encoding = Literal["intensity", "log"]
 # d(theta) = (-sin theta, cos theta, 0) in RAS, so PA (beam posterior -> anterior)
 # is 0 and a left lateral (left side on the detector, beam right -> left) 90.
 VIEW_ANGLES_DEG = {"PA": 0.0, "LL": 90.0, "AP": 180.0, "RL": 270.0}
+# Angles this close are the same view: positioners and tags round angles, and
+# a few degrees change little.
+ANGLE_TOLERANCE_DEG = 5.0
 
 
 class RadiographError(ValueError):
@@ -79,6 +82,11 @@ class Film:
         magnification sdd / sad divided out): what one pixel spans in the patient."""
         shrink = self.sad_mm / self.sdd_mm
         return (self.pixel_mm[0] * shrink, self.pixel_mm[1] * shrink)
+
+
+def angle_gap(a: float, b: float) -> float:
+    """|a - b| in degrees on the circle, in [0, 180]."""
+    return abs((a - b + 180.0) % 360.0 - 180.0)
 
 
 def view_angle(name: str, where: str) -> float:

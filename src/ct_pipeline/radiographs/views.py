@@ -9,20 +9,18 @@ import numpy as np
 
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.radiographs.calibrate import calibrate
-from ct_pipeline.radiographs.film import Film, RadiographError
+from ct_pipeline.radiographs.film import (
+    ANGLE_TOLERANCE_DEG,
+    Film,
+    RadiographError,
+    angle_gap,
+)
 
 logger = logging.getLogger(__name__)
 
-# A film within this many degrees of a trained view is used as that view:
-# positioners and tags round angles, a few degrees change little.
-ANGLE_TOLERANCE_DEG = 5.0
 # Source distances this far from the model's change the cone's divergence
 # enough to be worth a word (the isocentre plane is matched exactly anyway).
 DISTANCE_TOLERANCE = 0.1
-
-
-def _gap(a: float, b: float) -> float:
-    return abs((a - b + 180.0) % 360.0 - 180.0)
 
 
 def match_view(film: Film, angles_deg: Sequence[float]) -> float:
@@ -30,10 +28,10 @@ def match_view(film: Film, angles_deg: Sequence[float]) -> float:
     (an AP film for a PA model: the same rays, mirrored); else an error that
     lists the views the model knows."""
     for angle in angles_deg:
-        if _gap(film.angle_deg, angle) <= ANGLE_TOLERANCE_DEG:
+        if angle_gap(film.angle_deg, angle) <= ANGLE_TOLERANCE_DEG:
             return float(angle)
     for angle in angles_deg:
-        if _gap(film.angle_deg + 180.0, angle) <= ANGLE_TOLERANCE_DEG:
+        if angle_gap(film.angle_deg + 180.0, angle) <= ANGLE_TOLERANCE_DEG:
             logger.info(
                 "%s: view at %g deg used as the model's %g deg view, mirrored",
                 film.source,
