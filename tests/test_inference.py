@@ -11,7 +11,13 @@ import torch
 from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.projector import render_drrs
-from ct_pipeline.inference import ModelBundle, Refinement, reconstruct, refine
+from ct_pipeline.inference import (
+    ModelBundle,
+    Refinement,
+    reconstruct,
+    refine,
+    reprojection_scores,
+)
 from ct_pipeline.metrics import psnr_3d, to_unit
 from ct_pipeline.models import build_model
 
@@ -154,3 +160,34 @@ def test_a_truncated_bundle_file_is_named(tmp_path):
 def test_bad_refinement_is_refused(changes, message):
     with pytest.raises(ValueError, match=message):
         Refinement(**changes)
+
+
+def test_reprojection_scores_rank_volumes_as_the_truth_does():
+    """Without the CT, the reprojection against the input views orders
+    reconstructions as their PSNR against the CT does."""
+    from scipy.ndimage import gaussian_filter
+
+    truth = _phantom()
+    views = _views(truth)
+    candidates = [truth] + [
+        CTVolume(hu=gaussian_filter(truth.hu, sigma), affine=truth.affine)
+        for sigma in (0.7, 1.5, 3.0)
+    ]
+    true_psnr = [
+        psnr_3d(torch.from_numpy(to_unit(c.hu)), torch.from_numpy(to_unit(truth.hu)))
+        for c in candidates
+    ]
+    scores = [reprojection_scores(c, views) for c in candidates]
+    assert scores[0]["reprojection/ncc"] == pytest.approx(1.0)
+    assert set(scores[0]) == {
+        "reprojection/psnr",
+        "reprojection/ncc",
+        "reprojection/psnr/0deg",
+        "reprojection/ncc/0deg",
+        "reprojection/psnr/90deg",
+        "reprojection/ncc/90deg",
+    }
+    for key in ("reprojection/psnr", "reprojection/ncc", "reprojection/psnr/90deg"):
+        ranked = [s[key] for s in scores]
+        assert ranked == sorted(ranked, reverse=True), key
+    assert true_psnr == sorted(true_psnr, reverse=True)

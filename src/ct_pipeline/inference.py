@@ -13,7 +13,7 @@ import math
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,9 @@ from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
-from ct_pipeline.metrics import to_hu
+from ct_pipeline.metrics import ncc, psnr_3d, to_hu
 from ct_pipeline.models import build_model, count_parameters
+from ct_pipeline.radiographs import Film, films_to_views
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,18 @@ def check_input(drr_set: DRRSet, bundle: ModelBundle) -> None:
         )
 
 
+def views_from_films(
+    bundle: ModelBundle, films: Sequence[Film], mu_water_per_mm: float
+) -> DRRSet:
+    """A patient's films as the views ``bundle`` was trained on: calibrated to
+    line integrals on its detector, in its view order, isocentre at the origin.
+
+    ``mu_water_per_mm`` is the HU -> mu scale of the training DRRs, with which
+    the physics refinement re-renders the volume.
+    """
+    return films_to_views(films, bundle.geometry, bundle.angles_deg, mu_water_per_mm)
+
+
 @torch.no_grad()
 def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTVolume:
     """The HU volume (RAS+, true affine) reconstructed from the views the model
@@ -257,6 +270,31 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
     return CTVolume(
         hu=to_hu(unit.numpy(), bundle.hu_window).astype(np.float32), affine=affine
     )
+
+
+@torch.no_grad()
+def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
+    """How well ``volume`` explains ``views``: the quality signal that needs no CT.
+
+    The volume's DRRs, rendered with the views' geometry and physics, against
+    the views: PSNR (data range: the largest line integral of the views) and
+    NCC, per view (``reprojection/psnr/<angle>deg``) and over all views
+    (``reprojection/psnr``, ``reprojection/ncc``).
+    """
+    mu = hu_to_mu(torch.from_numpy(volume.hu), views.mu_water_per_mm)
+    rendered = project(
+        mu, volume.affine, views.geometry, views.angles_deg, views.isocentre_mm
+    ).double()
+    measured = torch.from_numpy(views.projections).double()
+    peak = float(measured.max())
+    scores = {
+        "reprojection/psnr": psnr_3d(rendered, measured, peak),
+        "reprojection/ncc": ncc(rendered, measured),
+    }
+    for angle, mine, theirs in zip(views.angles_deg, rendered, measured, strict=True):
+        scores[f"reprojection/psnr/{angle:g}deg"] = psnr_3d(mine, theirs, peak)
+        scores[f"reprojection/ncc/{angle:g}deg"] = ncc(mine, theirs)
+    return scores
 
 
 def refine(
