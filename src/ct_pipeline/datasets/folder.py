@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
-from tqdm.auto import tqdm
 
 from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.datasets.base import LocalFileDataset
+from ct_pipeline.progress import progress
 from ct_pipeline.training.data import load_one
 
 
@@ -39,7 +39,7 @@ def save_patients(
     whole, and no patient of an older run survives."""
     with replaced_folder(folder) as staging:
         # Lazy values are computed here, so this is where the work shows.
-        for patient in tqdm(sorted(data), desc=f"write {folder}", unit="patient"):
+        for patient in progress(sorted(data), desc=f"write {folder}", unit="patient"):
             write(load_one(data[patient]), staging / f"{patient}{suffix}")
 
 
