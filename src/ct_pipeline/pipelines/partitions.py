@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ct_pipeline.datasets.layers import Stored
+from ct_pipeline.progress import progress
 from ct_pipeline.training.data import load_one
 
 
@@ -22,7 +21,7 @@ def iter_partitions(
     Within a run Kedro may hand a node the saved values or, after reloading,
     PartitionedDataset's loaders; both are accepted.
     """
-    for key in tqdm(sorted(partitions), desc=desc, unit="patient"):
+    for key in progress(sorted(partitions), desc=desc, unit="patient"):
         yield key, load_one(partitions[key])
 
 
