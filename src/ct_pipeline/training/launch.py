@@ -95,20 +95,15 @@ def train_model(
     config.resolve_backend(device)
     config.resolve_amp(device)
     # A file where the checkpoint folder goes would fail only when the first
-    # epoch's checkpoint is written.
+    # epoch's checkpoint is written. Looked for, not created: a run refused
+    # for a bad patient below must leave nothing behind.
     checkpoints = Path(config.checkpoint_dir)
-    try:
-        checkpoints.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as error:
-        in_the_way = next(
-            p
-            for p in (checkpoints, *checkpoints.parents)
-            if p.exists() and not p.is_dir()
-        )
-        raise ValueError(
-            f"train.checkpoint_dir {checkpoints} cannot be a folder: "
-            f"{in_the_way} is a file; move it away or set train.checkpoint_dir"
-        ) from error
+    for folder in (checkpoints, *checkpoints.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"train.checkpoint_dir {checkpoints} cannot be a folder: "
+                f"{folder} is a file; move it away or set train.checkpoint_dir"
+            )
     for name in ("train", "val"):
         ReconstructionDataset(
             volumes, drr_sets, split[name], config.angles, config.hu_window
