@@ -16,6 +16,7 @@ from ct_pipeline.inference import (
     Refinement,
     reconstruct,
     refine,
+    reprojection_scores,
     total_variation,
 )
 from ct_pipeline.metrics import psnr_3d, to_unit
@@ -162,6 +163,26 @@ def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
     assert dataclasses.replace(bundle, refinement=Refinement()) != bundle
 
 
+def test_bundle_records_the_split_and_older_bundles_load_without_one():
+    split = {"train": ("a", "b"), "val": ("c",), "test": ("d",)}
+    bundle = dataclasses.replace(_bundle(Refinement()), split=split)
+    assert ModelBundle.from_dict(bundle.to_dict()).split == split
+    old = bundle.to_dict()
+    del old["split"]
+    assert ModelBundle.from_dict(old).split is None
+
+
+def test_a_truncated_bundle_file_is_named(tmp_path):
+    path = tmp_path / "best_model.pt"
+    _bundle(Refinement()).save(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable model bundle") as error:
+        ModelBundle.load(path)
+    assert str(path) in str(error.value)
+    with pytest.raises(FileNotFoundError):
+        ModelBundle.load(tmp_path / "missing.pt")
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -175,3 +196,34 @@ def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
 def test_bad_refinement_is_refused(changes, message):
     with pytest.raises(ValueError, match=message):
         Refinement(**changes)
+
+
+def test_reprojection_scores_rank_volumes_as_the_truth_does():
+    """Without the CT, the reprojection against the input views orders
+    reconstructions as their PSNR against the CT does."""
+    from scipy.ndimage import gaussian_filter
+
+    truth = _phantom()
+    views = _views(truth)
+    candidates = [truth] + [
+        CTVolume(hu=gaussian_filter(truth.hu, sigma), affine=truth.affine)
+        for sigma in (0.7, 1.5, 3.0)
+    ]
+    true_psnr = [
+        psnr_3d(torch.from_numpy(to_unit(c.hu)), torch.from_numpy(to_unit(truth.hu)))
+        for c in candidates
+    ]
+    scores = [reprojection_scores(c, views) for c in candidates]
+    assert scores[0]["reprojection/ncc"] == pytest.approx(1.0)
+    assert set(scores[0]) == {
+        "reprojection/psnr",
+        "reprojection/ncc",
+        "reprojection/psnr/0deg",
+        "reprojection/ncc/0deg",
+        "reprojection/psnr/90deg",
+        "reprojection/ncc/90deg",
+    }
+    for key in ("reprojection/psnr", "reprojection/ncc", "reprojection/psnr/90deg"):
+        ranked = [s[key] for s in scores]
+        assert ranked == sorted(ranked, reverse=True), key
+    assert true_psnr == sorted(true_psnr, reverse=True)

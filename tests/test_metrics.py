@@ -14,6 +14,7 @@ from ct_pipeline.metrics import (
     body_mask,
     evaluate_volume,
     mae_hu,
+    ncc,
     psnr_3d,
     psnr_body,
     psnr_slice,
@@ -214,3 +215,12 @@ def test_evaluate_volume_rejects_mismatched_shapes() -> None:
         evaluate_volume(a, np.zeros((12, 12, 13)), a)
     with pytest.raises(ValueError, match="3-D"):
         evaluate_volume(a[None], a[None], a[None])
+
+
+def test_ncc_is_pearsons_r():
+    x = np.arange(12.0).reshape(3, 4)
+    assert ncc(x, 3 * x + 7) == pytest.approx(1.0)
+    assert ncc(x, -x) == pytest.approx(-1.0)
+    assert ncc(x, np.ones_like(x)) == 0.0
+    noisy = x + np.random.default_rng(0).normal(0, 3, x.shape)
+    assert ncc(x, noisy) == pytest.approx(np.corrcoef(x.ravel(), noisy.ravel())[0, 1])

@@ -9,8 +9,11 @@ trained.
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +26,9 @@ from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
-from ct_pipeline.metrics import to_hu
+from ct_pipeline.metrics import ncc, psnr_3d, to_hu
 from ct_pipeline.models import build_model, count_parameters
+from ct_pipeline.radiographs import Film, films_to_views
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,10 @@ class ModelBundle:
     prediction moves it to its DRR set's isocentre). ``trained_in_run`` is the
     tracking run that trained the weights, if any: runs that score or use the
     bundle later are tagged with it. ``dataset_id`` names the data set it was
-    trained on (its manifest's id), if known.
+    trained on (its manifest's id), if known. ``split`` holds the patient ids
+    of each part (train / val / test) the weights were trained and selected
+    on, so that an evaluation never scores a patient they have seen; None in
+    bundles written before it was recorded.
     """
 
     state_dict: Mapping[str, torch.Tensor]
@@ -108,6 +115,7 @@ class ModelBundle:
     trained_in_run: str | None = None
     refinement: Refinement = Refinement()
     dataset_id: str | None = None
+    split: Mapping[str, tuple[str, ...]] | None = None
 
     @property
     def num_views(self) -> int:
@@ -144,6 +152,9 @@ class ModelBundle:
             "trained_in_run": self.trained_in_run,
             "refinement": self.refinement.to_dict(),
             "dataset_id": self.dataset_id,
+            "split": None
+            if self.split is None
+            else {part: list(ids) for part, ids in self.split.items()},
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -154,7 +165,26 @@ class ModelBundle:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelBundle:
         """Read with ``weights_only=True``: a file from elsewhere cannot run code."""
-        return cls.from_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise  # torch's own message names the path and says what is wrong
+        # torch reports a truncated or damaged file as a bare "[Errno 22]" or a
+        # zip-reader message that names no file.
+        except (
+            OSError,
+            RuntimeError,
+            EOFError,
+            pickle.UnpicklingError,
+            zipfile.BadZipFile,
+        ) as error:
+            reason = str(error) or type(error).__name__
+            raise ValueError(
+                f"{path} is not a readable model bundle (truncated or damaged: "
+                f"{reason}); train again (`kedro run --pipelines train`) or "
+                "restore the file"
+            ) from error
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelBundle:
@@ -173,7 +203,64 @@ class ModelBundle:
                 data.get("refinement", Refinement().to_dict())
             ),
             dataset_id=data.get("dataset_id"),
+            split=None
+            if data.get("split") is None
+            else {part: tuple(ids) for part, ids in data["split"].items()},
         )
+
+
+# Line integrals beyond this many times water along the longest chord through
+# the cube are no body (bone attenuates about twice as much as water, dense
+# metal about four times in the HU range CTs store): a scaling error.
+PLAUSIBLE_WATER_FACTOR = 10.0
+# Detector noise may put a line integral a little below 0: this fraction of
+# the plausible maximum (about 7 mm of water in the demo) is tolerated.
+NEGATIVE_TOLERANCE = 1e-3
+
+
+def check_input(drr_set: DRRSet, bundle: ModelBundle) -> None:
+    """Raise ValueError unless ``bundle`` can reconstruct from ``drr_set``: the
+    same geometry, the model's views among its angles, and finite line
+    integrals a body can make (p >= 0, at most PLAUSIBLE_WATER_FACTOR x water
+    along the longest chord through the model's cube)."""
+    if drr_set.geometry != bundle.geometry:
+        raise ValueError(
+            f"DRR set geometry {drr_set.geometry} differs from the model's {bundle.geometry}"
+        )
+    drr_set.select(bundle.angles_deg)
+    p = drr_set.projections
+    bad = int(np.count_nonzero(~np.isfinite(p)))
+    if bad:
+        raise ValueError(
+            f"{bad} of {p.size} line integrals are not finite (NaN or inf)"
+        )
+    chord_mm = math.sqrt(3.0) * bundle.grid.extent_mm
+    highest = PLAUSIBLE_WATER_FACTOR * drr_set.mu_water_per_mm * chord_mm
+    if p.min() < -NEGATIVE_TOLERANCE * highest:
+        raise ValueError(
+            f"line integrals must be >= 0 (attenuation is), got down to "
+            f"{p.min():.4g}: sign-flipped, or detector intensities instead of "
+            "-log(I / I0)?"
+        )
+    if p.max() > highest:
+        raise ValueError(
+            f"line integrals up to {p.max():.4g}, more than {highest:.4g} "
+            f"({PLAUSIBLE_WATER_FACTOR:g} x water at {drr_set.mu_water_per_mm:g} "
+            f"/mm along the {chord_mm:.0f} mm diagonal of the model's cube): "
+            "scaled (e.g. x1000), or another unit?"
+        )
+
+
+def views_from_films(
+    bundle: ModelBundle, films: Sequence[Film], mu_water_per_mm: float
+) -> DRRSet:
+    """A patient's films as the views ``bundle`` was trained on: calibrated to
+    line integrals on its detector, in its view order, isocentre at the origin.
+
+    ``mu_water_per_mm`` is the HU -> mu scale of the training DRRs, with which
+    the physics refinement re-renders the volume.
+    """
+    return films_to_views(films, bundle.geometry, bundle.angles_deg, mu_water_per_mm)
 
 
 @torch.no_grad()
@@ -184,10 +271,7 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
     ``network`` is ``bundle.network()``, built once by a caller that
     reconstructs many patients.
     """
-    if drr_set.geometry != bundle.geometry:
-        raise ValueError(
-            f"DRR set geometry {drr_set.geometry} differs from the model's {bundle.geometry}"
-        )
+    check_input(drr_set, bundle)
     views = drr_set.select(bundle.angles_deg)
     output = network(
         torch.from_numpy(views.projections)[None],
@@ -206,6 +290,31 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
     return CTVolume(
         hu=to_hu(unit.numpy(), bundle.hu_window).astype(np.float32), affine=affine
     )
+
+
+@torch.no_grad()
+def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
+    """How well ``volume`` explains ``views``: the quality signal that needs no CT.
+
+    The volume's DRRs, rendered with the views' geometry and physics, against
+    the views: PSNR (data range: the largest line integral of the views) and
+    NCC, per view (``reprojection/psnr/<angle>deg``) and over all views
+    (``reprojection/psnr``, ``reprojection/ncc``).
+    """
+    mu = hu_to_mu(torch.from_numpy(volume.hu), views.mu_water_per_mm)
+    rendered = project(
+        mu, volume.affine, views.geometry, views.angles_deg, views.isocentre_mm
+    ).double()
+    measured = torch.from_numpy(views.projections).double()
+    peak = float(measured.max())
+    scores = {
+        "reprojection/psnr": psnr_3d(rendered, measured, peak),
+        "reprojection/ncc": ncc(rendered, measured),
+    }
+    for angle, mine, theirs in zip(views.angles_deg, rendered, measured, strict=True):
+        scores[f"reprojection/psnr/{angle:g}deg"] = psnr_3d(mine, theirs, peak)
+        scores[f"reprojection/ncc/{angle:g}deg"] = ncc(mine, theirs)
+    return scores
 
 
 def total_variation(volume: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

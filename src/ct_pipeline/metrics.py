@@ -162,6 +162,17 @@ def psnr_3d(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> float:
     return _psnr_from_mse(mse, data_range)
 
 
+def ncc(x: ArrayLike, y: ArrayLike) -> float:
+    """Normalised cross-correlation (Pearson's r) of two same-shape arrays:
+    1 when one rises linearly with the other; 0 when either is constant."""
+    _check_same_shape(x, y)
+    a = torch.as_tensor(x).double().flatten()
+    b = torch.as_tensor(y).double().flatten()
+    a, b = a - a.mean(), b - b.mean()
+    norm = (a.norm() * b.norm()).item()
+    return 0.0 if norm == 0 else float((a @ b).item() / norm)
+
+
 def psnr_slice(pred: ArrayLike, true: ArrayLike, data_range: float = 1.0) -> float:
     """Mean over axial slices (axis 2, k = superior) of the 2-D PSNR, each capped.
 

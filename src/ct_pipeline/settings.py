@@ -5,6 +5,7 @@ import sys
 
 from kedro.config import OmegaConfigLoader
 
+from ct_pipeline.logs import rich_in_a_terminal
 from ct_pipeline.quiet import quiet_known_warnings
 
 # Telemetry would try to reach the internet on every command; the project opts
@@ -28,6 +29,7 @@ CONFIG_LOADER_ARGS = {
 
 # Also here, for sessions that Kedro's CLI did not start (notebooks, scripts).
 quiet_known_warnings()
+rich_in_a_terminal()  # conf/logging.yml writes plain lines
 
 from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
     LayerGuardHook,

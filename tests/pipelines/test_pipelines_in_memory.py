@@ -117,6 +117,7 @@ def test_train_pipeline_returns_a_bundle_labelled_with_what_it_holds(stages):
     assert len(train["training_history"]) == params["train"]["epochs"]
     split = train["patient_split"]
     assert not set(split["train"]) & set(split["test"])
+    assert bundle.split == {part: tuple(ids) for part, ids in split.items()}
 
 
 def test_evaluate_pipeline_scores_the_model_against_the_mean_volume(stages):

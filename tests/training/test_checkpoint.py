@@ -78,3 +78,20 @@ def test_a_truncated_last_checkpoint_is_named(tmp_path):
     (tmp_path / LAST).write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*last\.pt"):
         find_resumable(tmp_path, config)
+
+
+@pytest.mark.parametrize("in_the_way", ["checkpoints", "."])
+def test_a_file_where_the_checkpoint_folder_goes_fails_before_training(
+    tmp_path, in_the_way
+):
+    """Refused before any patient is read or any epoch runs (the data here
+    does not even exist), naming the file in the way."""
+    from ct_pipeline.training import train_model
+
+    blocker = tmp_path / "06_models"
+    blocker.write_text("not a folder")
+    folder = blocker / "checkpoints" if in_the_way == "checkpoints" else blocker
+    config = TrainConfig(checkpoint_dir=str(folder), device="cpu")
+    with pytest.raises(ValueError, match="train.checkpoint_dir") as error:
+        train_model({}, {}, {"train": ["a"], "val": ["b"], "test": []}, config)
+    assert f"{blocker} is a file" in str(error.value)

@@ -1,6 +1,6 @@
-"""Custom Kedro datasets: folders of CT volumes, DRR sets, PNGs, model
-bundles, an optional JSON record, and the MLflow connectors (metric sink,
-run tags, figure folders)."""
+"""Custom Kedro datasets: folders of CT volumes, DRR sets, radiographs, PNGs,
+model bundles, an optional JSON record, and the MLflow connectors (metric
+sink, run tags, figure folders)."""
 
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.datasets.files import (
@@ -10,6 +10,7 @@ from ct_pipeline.datasets.files import (
 from ct_pipeline.datasets.folder import PatientFolderDataset
 from ct_pipeline.datasets.layers import ManifestDataset
 from ct_pipeline.datasets.nifti import CTFolderDataset
+from ct_pipeline.datasets.radiographs import RadiographFolderDataset
 from ct_pipeline.datasets.tracking import (
     MetricSinkDataset,
     MlflowFiguresDataset,
@@ -27,5 +28,6 @@ __all__ = [
     "ModelBundleDataset",
     "PatientFolderDataset",
     "PngDataset",
+    "RadiographFolderDataset",
     "CTFolderDataset",
 ]

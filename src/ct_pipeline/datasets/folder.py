@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
-from tqdm.auto import tqdm
 
 from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.commit import LayerCommit, write_stamp
 from ct_pipeline.datasets.base import LocalFileDataset
 from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored, layer_id
+from ct_pipeline.progress import progress
 from ct_pipeline.training.data import load_one
 
 
@@ -53,7 +53,7 @@ def save_patients(
         if dataset_id is not None:
             write_stamp(staging, dataset_id)
         # Lazy values are computed here, so this is where the work shows.
-        for patient in tqdm(sorted(data), desc=f"write {folder}", unit="patient"):
+        for patient in progress(sorted(data), desc=f"write {folder}", unit="patient"):
             value, path = data[patient], staging / f"{patient}{suffix}"
             if isinstance(value, Stored) and _same_kind(value, suffix):
                 _link(value.files[0], path)

@@ -157,7 +157,7 @@ def run_variant(
     started = time.perf_counter()
     result = train_model(dict(volumes), dict(drr_sets), dict(split), config, sink=sink)
     train_s = time.perf_counter() - started
-    bundle = trained_bundle(result, config, refinement)
+    bundle = trained_bundle(result, config, refinement, split)
     network = bundle.network()
     scores = []
     for patient in sorted(split["test"]):

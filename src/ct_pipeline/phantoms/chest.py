@@ -20,7 +20,6 @@ from functools import partial
 
 import numpy as np
 from scipy import ndimage
-from tqdm import tqdm
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.volume import CTVolume
@@ -32,6 +31,7 @@ from ct_pipeline.phantoms.shapes import (
     splat,
 )
 from ct_pipeline.phantoms.vessels import vessel_tree
+from ct_pipeline.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def generate_phantoms(
     loaders = phantom_loaders(n, seed, size_vox, spacing_mm)
     return {
         pid: make()
-        for pid, make in tqdm(loaders.items(), desc="phantoms", disable=n < 8)
+        for pid, make in progress(loaders.items(), desc="phantoms", show=n >= 8)
     }
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from ct_pipeline.datasets.layers import Stored
+from ct_pipeline.progress import progress
 from ct_pipeline.training.data import load_one
 
 
@@ -21,7 +21,7 @@ def iter_partitions(
     Within a run Kedro may hand a node the saved values or, after reloading,
     PartitionedDataset's loaders; both are accepted.
     """
-    for key in tqdm(sorted(partitions), desc=desc, unit="patient"):
+    for key in progress(sorted(partitions), desc=desc, unit="patient"):
         yield key, load_one(partitions[key])
 
 
@@ -41,3 +41,13 @@ def training_partitions(
 
 def load_partitions(partitions: Mapping[str, Any], desc: str) -> dict[str, Any]:
     return dict(iter_partitions(partitions, desc))
+
+
+def partition_source(partitions: Mapping[str, Any], key: str) -> str:
+    """Where partition ``key`` is read from, for messages: its first file (the
+    project's folder datasets load each as a ``Stored`` naming its files),
+    else the patient id."""
+    value = partitions[key]
+    if isinstance(value, Stored) and value.files:
+        return str(value.files[0])
+    return f"patient {key!r}"

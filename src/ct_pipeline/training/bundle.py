@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import TrainResult
@@ -16,11 +18,13 @@ def trained_bundle(
     result: TrainResult,
     config: TrainConfig,
     refinement: Refinement,
+    split: Mapping[str, Sequence[str]],
     trained_in_run: str | None = None,
     dataset_id: str | None = None,
 ) -> ModelBundle:
     """The best weights of ``result``, labelled with what they were trained
-    for, and the refinement that follows the network when they reconstruct."""
+    for and on (the grid, the patient ids of each part of ``split``), and the
+    refinement that follows the network when they reconstruct."""
     return ModelBundle(
         state_dict=result.best_state_dict,
         model=config.model,
@@ -32,4 +36,5 @@ def trained_bundle(
         trained_in_run=trained_in_run,
         refinement=refinement,
         dataset_id=dataset_id,
+        split={part: tuple(ids) for part, ids in split.items()},
     )

@@ -14,13 +14,13 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from ct_pipeline.ct.grid import ORIGIN_MM, CubeGrid
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.metrics import HU_WINDOW, to_unit
+from ct_pipeline.progress import progress
 from ct_pipeline.training.augment import (
     Augmentation,
     augmented_sample,
@@ -111,7 +111,7 @@ class ReconstructionDataset(Dataset):
 
     def check_all(self, desc: str = "check patients") -> None:
         """Read every patient once, one at a time, and check it (before training starts)."""
-        for patient in tqdm(self.patient_ids, desc=desc, unit="patient"):
+        for patient in progress(self.patient_ids, desc=desc, unit="patient"):
             self._check(patient, *self._load(patient))
 
     def angles_tensor(self) -> torch.Tensor:

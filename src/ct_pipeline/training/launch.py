@@ -11,6 +11,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,6 +94,16 @@ def train_model(
     device = config.resolve_device()
     config.resolve_backend(device)
     config.resolve_amp(device)
+    # A file where the checkpoint folder goes would fail only when the first
+    # epoch's checkpoint is written. Looked for, not created: a run refused
+    # for a bad patient below must leave nothing behind.
+    checkpoints = Path(config.checkpoint_dir)
+    for folder in (checkpoints, *checkpoints.parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(
+                f"train.checkpoint_dir {checkpoints} cannot be a folder: "
+                f"{folder} is a file; move it away or set train.checkpoint_dir"
+            )
     for name in ("train", "val"):
         ReconstructionDataset(
             volumes, drr_sets, split[name], config.angles, config.hu_window

@@ -26,10 +26,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
 
 from ct_pipeline.metrics import psnr_3d, ssim_3d
 from ct_pipeline.models.memory import enable_activation_checkpointing
+from ct_pipeline.progress import progress
 from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.checkpoint import (
     BEST,
@@ -164,13 +164,14 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
             job.sink.set_tags({"ct_pipeline.continues_run": continued_run})
 
     # -- train -----------------------------------------------------------------
-    # One bar over the whole run (with its ETA) and one per epoch beneath it.
-    overall = tqdm(
+    # In a terminal, one bar over the whole run (with its ETA) and one per
+    # epoch beneath it; elsewhere the epoch lines logged below.
+    overall = progress(
         total=config.epochs,
         initial=start_epoch - 1,
         desc="training",
         unit="epoch",
-        disable=not place.is_main,
+        show=place.is_main,
     )
     for epoch in range(start_epoch, config.epochs + 1):
         sampler.set_epoch(epoch)
@@ -184,10 +185,10 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
             optimizer.param_groups[0]["lr"],
             time.perf_counter(),
         )
-        bar = tqdm(
+        bar = progress(
             total=micro_per_epoch,
             desc=f"epoch {epoch}/{config.epochs}",
-            disable=not place.is_main,
+            show=place.is_main,
             leave=False,
             position=1,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from ct_pipeline.ct import CTVolume, load_ct
+from ct_pipeline.ct import CTVolume, CubeGrid, load_ct
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.drr.preview import preview_figure
 from ct_pipeline.evaluation.attention import attention_figure
@@ -31,7 +32,12 @@ from ct_pipeline.evaluation.report import per_patient_table, summary
 from ct_pipeline.inference import ModelBundle
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import attention_maps
-from ct_pipeline.pipelines.partitions import iter_partitions, load_one, load_partitions
+from ct_pipeline.pipelines.partitions import (
+    iter_partitions,
+    load_one,
+    load_partitions,
+    partition_source,
+)
 from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
 from ct_pipeline.training.bundle import run_name
 
@@ -42,8 +48,65 @@ def reconstruct_test_set(
     drr_sets: Mapping[str, Any],
     best_model: ModelBundle,
     patient_split: dict[str, list[str]],
+    preprocessed_ct: Mapping[str, Any],
 ) -> dict[str, CTVolume]:
+    check_model_matches_data(best_model, patient_split, preprocessed_ct)
     return reconstruct_volumes(drr_sets, best_model, patient_split["test"])
+
+
+def check_model_matches_data(
+    best_model: ModelBundle,
+    patient_split: Mapping[str, list[str]],
+    preprocessed_ct: Mapping[str, Any],
+) -> None:
+    """Refuse scores that would not mean what they say: test patients the
+    model was trained or selected on (a re-split after training), or ground
+    truth on another grid than the model reconstructs (``drr`` rerun at
+    another size or spacing after training)."""
+    test = patient_split["test"]
+    if best_model.split is None:
+        logger.warning(
+            "the model bundle records no training split (written by an older "
+            "version): cannot check that no test patient was trained on; train "
+            "again to have it checked"
+        )
+    else:
+        seen = sorted(
+            set(test) & (set(best_model.split["train"]) | set(best_model.split["val"]))
+        )
+        if seen:
+            raise ValueError(
+                f"{len(seen)} of the {len(test)} test patients of patient_split "
+                f"(e.g. {', '.join(seen[:3])}) were among the model's training or "
+                "validation patients: the split changed after training (another "
+                "split.seed, fractions or patients). Train again on this split "
+                "(`kedro run --pipelines train`), or split as the model was "
+                "(`kedro run --pipelines split --params split.seed=<its seed>`)"
+            )
+    model_grid = best_model.grid
+    other_grids = []
+    for patient, truth in iter_partitions(
+        {p: preprocessed_ct[p] for p in test}, desc="check ground truth grid"
+    ):
+        source = partition_source(preprocessed_ct, patient)
+        grid = CubeGrid.of(truth, name=source)
+        if grid.size != model_grid.size or not math.isclose(
+            grid.spacing_mm, model_grid.spacing_mm, rel_tol=1e-4
+        ):
+            other_grids.append(
+                f"{source}: {grid.size}^3 voxels of {grid.spacing_mm:g} mm"
+            )
+    if other_grids:
+        raise ValueError(
+            f"the model reconstructs {model_grid.size}^3 voxels of "
+            f"{model_grid.spacing_mm:g} mm, but ground truth is on another grid "
+            "(the data set was rendered again after training):\n  - "
+            + "\n  - ".join(other_grids)
+            + "\nTrain again on this data (`kedro run --pipelines train`), or "
+            "render it on the model's grid (`kedro run --pipelines drr --params "
+            f"preprocess.volume_size={model_grid.size},"
+            f"preprocess.target_spacing_mm={model_grid.spacing_mm:g}`)"
+        )
 
 
 def _score(

@@ -24,6 +24,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "drr_sets": "drr_sets",
                     "best_model": "best_model",
                     "patient_split": "patient_split",
+                    "preprocessed_ct": "preprocessed_ct",
                 },
                 outputs="test_reconstructions",
                 name="reconstruct_test_set",

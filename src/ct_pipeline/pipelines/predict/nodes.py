@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet, Geometry
-from ct_pipeline.inference import ModelBundle, reconstruct
-from ct_pipeline.pipelines.partitions import iter_partitions
+from ct_pipeline.inference import (
+    ModelBundle,
+    check_input,
+    reconstruct,
+    reprojection_scores,
+    views_from_films,
+)
+from ct_pipeline.pipelines.partitions import iter_partitions, load_one, partition_source
+
+logger = logging.getLogger(__name__)
+
+# A reconstruction whose DRRs correlate less than this with its input views
+# leaves over a fifth of the views' variance unexplained. A first guess, not
+# calibrated against PSNR3D on a trained model yet.
+LOW_NCC = 0.9
 
 
 def reconstruct_volumes(
@@ -19,12 +34,64 @@ def reconstruct_volumes(
     patient_ids: Sequence[str] | None = None,
 ) -> dict[str, CTVolume]:
     """HU reconstructions (true affine) of ``patient_ids`` (every DRR set when None)."""
-    network = best_model.network()
     wanted = drr_sets if patient_ids is None else {p: drr_sets[p] for p in patient_ids}
+    check_inputs(wanted, best_model)
+    network = best_model.network()
     return {
         patient: reconstruct(network, best_model, drr)
         for patient, drr in iter_partitions(wanted, desc="reconstruct")
     }
+
+
+def check_inputs(drr_sets: Mapping[str, Any], best_model: ModelBundle) -> None:
+    """Every DRR set checked (``inference.check_input``) before any is
+    reconstructed; raises naming each file the model cannot reconstruct from."""
+    problems = []
+    for patient, drr in iter_partitions(drr_sets, desc="check inputs"):
+        try:
+            check_input(drr, best_model)
+        except ValueError as error:
+            problems.append(f"{partition_source(drr_sets, patient)}: {error}")
+    if problems:
+        raise ValueError(
+            "DRR sets the model cannot reconstruct from (nothing was written):\n  - "
+            + "\n  - ".join(problems)
+        )
+
+
+def calibrate_radiographs(
+    radiographs: Mapping[str, Any], best_model: ModelBundle, mu_water_per_mm: float
+) -> dict[str, DRRSet]:
+    """Every patient's films (DICOM or image + sidecar) as the model's views.
+
+    All are read and calibrated before anything is written or reconstructed:
+    a bad file stops the run at once, naming itself.
+    """
+    return {
+        patient: views_from_films(best_model, films, mu_water_per_mm)
+        for patient, films in iter_partitions(radiographs, desc="calibrate")
+    }
+
+
+def score_reprojections(
+    volumes: Mapping[str, Any], drr_sets: Mapping[str, Any], best_model: ModelBundle
+) -> pd.DataFrame:
+    """One row per patient: how well its volume explains the views it was
+    reconstructed from (``reprojection_scores``); low scores are warned about."""
+    rows = []
+    for patient, volume in iter_partitions(volumes, desc="reproject"):
+        views = load_one(drr_sets[patient]).select(best_model.angles_deg)
+        scores = reprojection_scores(volume, views)
+        if scores["reprojection/ncc"] < LOW_NCC:
+            logger.warning(
+                "%s: the reconstruction explains its views poorly (reprojection "
+                "NCC %.3f < %.2f): do not trust it without a look at the views",
+                patient,
+                scores["reprojection/ncc"],
+                LOW_NCC,
+            )
+        rows.append({"patient": patient, **scores})
+    return pd.DataFrame(rows, columns=None if rows else ["patient"])
 
 
 def reconstruct_request(

@@ -2,7 +2,12 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from ct_pipeline.pipelines.predict.nodes import reconstruct_request, reconstruct_volumes
+from ct_pipeline.pipelines.predict.nodes import (
+    calibrate_radiographs,
+    reconstruct_request,
+    reconstruct_volumes,
+    score_reprojections,
+)
 
 
 def create_pipeline(**kwargs: object) -> Pipeline:
@@ -14,7 +19,45 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 outputs="predictions",
                 name="reconstruct_volumes",
                 tags=["inference"],
-            )
+            ),
+            node(
+                score_reprojections,
+                inputs={
+                    "volumes": "predictions",
+                    "drr_sets": "predict_drr_sets",
+                    "best_model": "best_model",
+                },
+                outputs="predict_reprojection",
+                name="score_prediction_reprojections",
+            ),
+            node(
+                calibrate_radiographs,
+                inputs={
+                    "radiographs": "predict_radiographs",
+                    "best_model": "best_model",
+                    "mu_water_per_mm": "params:drr.mu_water_per_mm",
+                },
+                outputs="radiograph_views",
+                name="calibrate_radiographs",
+                tags=["inference"],
+            ),
+            node(
+                reconstruct_volumes,
+                inputs={"drr_sets": "radiograph_views", "best_model": "best_model"},
+                outputs="radiograph_predictions",
+                name="reconstruct_radiographs",
+                tags=["inference"],
+            ),
+            node(
+                score_reprojections,
+                inputs={
+                    "volumes": "radiograph_predictions",
+                    "drr_sets": "radiograph_views",
+                    "best_model": "best_model",
+                },
+                outputs="radiograph_reprojection",
+                name="score_radiograph_reprojections",
+            ),
         ]
     )
 

@@ -51,7 +51,7 @@ def train_reconstructor(
     )
     run_id = getattr(metric_sink, "run_id", None)
     bundle = trained_bundle(
-        result, config, Refinement(**refinement), run_id, dataset_id
+        result, config, Refinement(**refinement), patient_split, run_id, dataset_id
     )
     return bundle, result.history
 

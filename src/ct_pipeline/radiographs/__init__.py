@@ -1,0 +1,22 @@
+"""Real radiographs in: DICOM DX/CR/RF/XA films and PNG/TIFF + JSON sidecar,
+calibrated to line integrals on a model's detector."""
+
+from ct_pipeline.radiographs.calibrate import calibrate
+from ct_pipeline.radiographs.dicom import read_dicom_film
+from ct_pipeline.radiographs.files import find_patients, read_film, read_films
+from ct_pipeline.radiographs.film import Film, RadiographError
+from ct_pipeline.radiographs.sidecar import read_image_film
+from ct_pipeline.radiographs.views import films_to_views, match_view
+
+__all__ = [
+    "Film",
+    "RadiographError",
+    "calibrate",
+    "films_to_views",
+    "find_patients",
+    "match_view",
+    "read_dicom_film",
+    "read_film",
+    "read_films",
+    "read_image_film",
+]

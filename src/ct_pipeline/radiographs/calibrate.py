@@ -1,0 +1,219 @@
+"""Film pixel values -> line integrals on the model's detector.
+
+Each step is a small pure function; ``calibrate`` chains them for one film:
+
+1. ``log_intensity``: values -> ln I (plus a constant), from the encoding
+   (intensity or log) and whether values rise with exposure;
+2. ``open_field_level``: ln I0 of the direct exposure (the brightest pixels);
+3. ``line_integrals``: p = ln I0 - ln I = -ln(I / I0);
+4. ``orient``: flips (and a transpose) into the project's detector frame
+   (rows superior -> inferior, columns along u = d x v of the view);
+5. ``resample``: from the film's pixel grid to the model's detector, both
+   measured in the isocentre plane and centred on the isocentre's projection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+from scipy.ndimage import gaussian_filter, map_coordinates
+
+from ct_pipeline.drr import Geometry, view_frames
+from ct_pipeline.radiographs.film import Encoding, Film, RadiographError
+
+logger = logging.getLogger(__name__)
+
+# Share of a film's pixels taken as its open field (direct exposure): a chest
+# film leaves air beside the body or above the shoulders on far more than 1 %.
+OPEN_FIELD_FRACTION = 0.01
+# An orientation letter must lie within 60 degrees of the detector axis it
+# names (cos 60 = 0.5): oblique letters ("LP") are fine, a film labelled with
+# the beam's own direction is not.
+MIN_AXIS_COSINE = 0.5
+_DIRECTIONS = {
+    "R": (1.0, 0.0, 0.0),
+    "L": (-1.0, 0.0, 0.0),
+    "A": (0.0, 1.0, 0.0),
+    "P": (0.0, -1.0, 0.0),
+    "H": (0.0, 0.0, 1.0),
+    "F": (0.0, 0.0, -1.0),
+}
+
+
+def log_intensity(
+    values: np.ndarray,
+    encoding: Encoding,
+    rises_with_exposure: bool,
+    value_range: tuple[float, float],
+) -> np.ndarray:
+    """ln I up to a constant.
+
+    An intensity image that falls with exposure stores full scale minus I. A
+    log image is taken to store ln I in natural-log units (after the rescale);
+    its constant cancels against the open field's. Intensities <= 0 (dead or
+    fully blocked pixels) count as the smallest positive one, so every p is
+    finite.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if encoding == "log":
+        return values if rises_with_exposure else -values
+    intensity = values if rises_with_exposure else value_range[1] - values
+    positive = intensity[intensity > 0]
+    if positive.size == 0:
+        raise ValueError("no pixel records any X-rays (every intensity <= 0)")
+    return np.log(np.maximum(intensity, positive.min()))
+
+
+def open_field_level(log_i: np.ndarray, fraction: float = OPEN_FIELD_FRACTION) -> float:
+    """ln I0: the mean of the brightest ``fraction`` of pixels (direct exposure)."""
+    flat = np.sort(log_i, axis=None)
+    return float(flat[-max(1, round(fraction * flat.size)) :].mean())
+
+
+def line_integrals(log_i: np.ndarray, level: float) -> np.ndarray:
+    """p = -ln(I / I0) = ln I0 - ln I: 0 in air, growing with tissue."""
+    return level - log_i
+
+
+def _direction(code: str) -> np.ndarray:
+    letters = code.strip().upper()
+    if not letters or any(c not in _DIRECTIONS for c in letters):
+        raise ValueError(
+            f"PatientOrientation entry {code!r} is not made of {''.join(_DIRECTIONS)}"
+        )
+    vector = np.sum([_DIRECTIONS[c] for c in letters], axis=0)
+    norm = np.linalg.norm(vector)
+    if norm == 0:
+        raise ValueError(f"PatientOrientation entry {code!r} has opposite letters")
+    return vector / norm
+
+
+def orient(
+    image: np.ndarray,
+    pixel_mm: tuple[float, float],
+    orientation: tuple[str, str],
+    angle_deg: float,
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """The image and its (row, col) spacing in the project's frame for the view
+    at ``angle_deg``: rows toward the feet, columns along u = d x v.
+
+    ``orientation`` is DICOM's PatientOrientation: the direction of increasing
+    column index, then of increasing row index.
+    """
+    if len(orientation) != 2:
+        raise ValueError(f"PatientOrientation needs 2 entries, got {orientation}")
+    _, u, v = (t[0].numpy() for t in view_frames(torch.tensor([angle_deg])))
+    along_cols, along_rows = (_direction(c) for c in orientation)
+    if abs(along_cols @ v) > abs(along_rows @ v):
+        # The film is turned a quarter: its columns run head to feet.
+        image, pixel_mm = image.T, (pixel_mm[1], pixel_mm[0])
+        along_rows, along_cols = along_cols, along_rows
+    row_cos, col_cos = float(along_rows @ v), float(along_cols @ u)
+    if min(abs(row_cos), abs(col_cos)) < MIN_AXIS_COSINE:
+        raise ValueError(
+            f"PatientOrientation {list(orientation)} does not fit a view at "
+            f"{angle_deg:g} deg (its detector axes run toward "
+            f"{_name(u)} and {_name(v)})"
+        )
+    if row_cos < 0:
+        image = image[::-1]
+    if col_cos < 0:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image), pixel_mm
+
+
+def _name(vector: np.ndarray) -> str:
+    return "".join(c for c, d in _DIRECTIONS.items() if float(np.dot(d, vector)) > 0.3)
+
+
+def resample(
+    p: np.ndarray, isocentre_pixel_mm: tuple[float, float], geometry: Geometry
+) -> tuple[np.ndarray, bool]:
+    """``p`` (oriented) on the model's detector, and whether the film covers it.
+
+    Both grids are measured in the isocentre plane (each detector's
+    magnification divided out) and centred on the isocentre's projection,
+    taken to be the film's centre. Where the film's pixels are finer, they are
+    first smoothed so that each model pixel averages the film over its own
+    width (a Gaussian of the variance a box of that width adds). Outside the
+    film its edge is extended.
+    """
+    target_mm = geometry.pixel_mm / geometry.magnification
+    coords, covered = [], True
+    smoothing = []
+    for n_model, n_film, film_mm in zip(
+        geometry.detector_px, p.shape, isocentre_pixel_mm, strict=True
+    ):
+        ratio = target_mm / film_mm
+        centres = (np.arange(n_model) - (n_model - 1) / 2) * ratio + (n_film - 1) / 2
+        coords.append(centres)
+        smoothing.append(math.sqrt(max(ratio**2 - 1.0, 0.0) / 12.0))
+        reach = ratio / 2 - 1e-6
+        covered &= bool(
+            centres[0] - reach >= -0.5 and centres[-1] + reach <= n_film - 0.5
+        )
+    smoothed = gaussian_filter(p, sigma=smoothing, mode="nearest")
+    rows, cols = np.meshgrid(*coords, indexing="ij")
+    out = map_coordinates(smoothed, [rows, cols], order=1, mode="nearest")
+    return out.astype(np.float32), covered
+
+
+def calibrate(film: Film, geometry: Geometry, angle_deg: float) -> np.ndarray:
+    """The film's line integrals on ``geometry``'s detector, oriented for the
+    model's view at ``angle_deg`` (the film's own angle or the opposite one:
+    the same rays, seen from the other side)."""
+    try:
+        log_i = log_intensity(
+            film.values, film.encoding, film.rises_with_exposure, film.value_range
+        )
+        ceiling = float(
+            log_intensity(
+                np.asarray(film.value_range),
+                film.encoding,
+                film.rises_with_exposure,
+                film.value_range,
+            ).max()
+        )
+        if film.open_field_value is not None:
+            level = float(
+                log_intensity(
+                    np.asarray([film.open_field_value]),
+                    film.encoding,
+                    film.rises_with_exposure,
+                    film.value_range,
+                )[0]
+            )
+        else:
+            level = open_field_level(log_i)
+            if level >= ceiling - 1e-9:
+                logger.warning(
+                    "%s: the open field is clipped at the detector's full scale, so "
+                    "I0 and every line integral are underestimated; give the open "
+                    "field's value (sidecar open_field_value) or use an unclipped film",
+                    film.source,
+                )
+        oriented, pixel_mm = orient(
+            line_integrals(log_i, level),
+            film.isocentre_pixel_mm,
+            film.orientation,
+            angle_deg,
+        )
+        views, covered = resample(oriented, pixel_mm, geometry)
+    except ValueError as error:
+        raise RadiographError(f"{film.source}: {error}") from error
+    if not covered:
+        rows, cols = geometry.detector_px
+        span = geometry.pixel_mm / geometry.magnification
+        logger.warning(
+            "%s: the film (%.0f x %.0f mm at the isocentre) does not cover the "
+            "model's detector (%.0f x %.0f mm); its edge is extended",
+            film.source,
+            oriented.shape[0] * pixel_mm[0],
+            oriented.shape[1] * pixel_mm[1],
+            rows * span,
+            cols * span,
+        )
+    return views

@@ -1,0 +1,129 @@
+"""``predict`` on a folder of films: the same reconstruction as the DRR path."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from films import ANGLES, GRID, MODEL, phantom, render, stored, write_dx, write_png
+
+from ct_pipeline.ct import CTVolume
+from ct_pipeline.datasets import RadiographFolderDataset
+from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.inference import ModelBundle, Refinement
+from ct_pipeline.metrics import psnr_3d, to_unit
+from ct_pipeline.models import build_model
+from ct_pipeline.pipelines.predict.nodes import (
+    calibrate_radiographs,
+    reconstruct_volumes,
+    score_reprojections,
+)
+
+# Another source distance, finer pixels and a larger film than the model's.
+FILM = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(80, 72), pixel_mm=9.0)
+
+
+def _bundle() -> ModelBundle:
+    torch.manual_seed(0)
+    network = build_model("tiny", MODEL, GRID.size, GRID.spacing_mm, len(ANGLES))
+    return ModelBundle(
+        state_dict=network.state_dict(),
+        model="tiny",
+        model_overrides={},
+        geometry=MODEL,
+        grid=GRID,
+        angles_deg=ANGLES,
+        hu_window=(-1000.0, 1500.0),
+        refinement=Refinement(steps=5, prior_weight=3.0),
+    )
+
+
+@pytest.mark.slow
+def test_films_reconstruct_as_their_drrs_do(tmp_path):
+    """DICOM (MONOCHROME2, turned for display) and PNG + sidecar films of
+    other pixel grids give the reconstruction of the model's own DRRs."""
+    (tmp_path / "dicom").mkdir()
+    write_dx(
+        tmp_path / "dicom" / "pa.dcm",
+        stored(render(0.0, FILM), ("R", "H"), frame="LF"),
+        orientation=("R", "H"),
+        photometric="MONOCHROME2",
+        geometry=FILM,
+    )
+    write_dx(
+        tmp_path / "dicom" / "ll.dcm",
+        stored(render(90.0, FILM), ("A", "F"), frame="PF"),
+        view="LL",
+        orientation=("A", "F"),
+        photometric="MONOCHROME2",
+        geometry=FILM,
+    )
+    write_png(tmp_path / "png_pa.png", render(0.0, FILM), pixel_mm=FILM.pixel_mm)
+    write_png(
+        tmp_path / "png_lat.png",
+        render(90.0, FILM),
+        view="LL",
+        patient_orientation=["P", "F"],
+        pixel_mm=FILM.pixel_mm,
+    )
+    bundle = _bundle()
+    films = RadiographFolderDataset(str(tmp_path)).load()
+    assert sorted(films) == ["dicom", "png"]
+    views = calibrate_radiographs(films, bundle, mu_water_per_mm=0.02)
+    from_films = reconstruct_volumes(views, bundle)
+
+    truth = phantom()
+    drrs = DRRSet(
+        projections=np.stack([render(0.0), render(90.0)]),
+        angles_deg=np.asarray(ANGLES),
+        geometry=MODEL,
+        isocentre_mm=truth.centre_mm,
+    )
+    (reference,) = reconstruct_volumes({"npz": drrs}, bundle).values()
+
+    def psnr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(
+            psnr_3d(torch.from_numpy(to_unit(a)), torch.from_numpy(to_unit(b)))
+        )
+
+    for volume in from_films.values():
+        np.testing.assert_allclose(volume.affine, reference.affine)
+        # Against the truth within 0.3 dB, and close to the DRR path's volume
+        # (the films differ by quantisation and the averaging of finer pixels).
+        assert abs(psnr(volume.hu, truth.hu) - psnr(reference.hu, truth.hu)) < 0.3
+        assert psnr(volume.hu, reference.hu) > 35
+    table = score_reprojections(from_films, views, bundle)
+    assert list(table["patient"]) == ["dicom", "png"]
+    assert set(table.columns) >= {"reprojection/psnr", "reprojection/ncc/90deg"}
+
+
+def test_a_bad_film_stops_predict_before_anything_is_written(tmp_path):
+    write_dx(tmp_path / "a_pa.dcm", render(0.0), drop=("DistanceSourceToDetector",))
+    with pytest.raises(ValueError, match=r"a_pa\.dcm: lacks DistanceSourceToDetector"):
+        calibrate_radiographs(
+            RadiographFolderDataset(str(tmp_path)).load(), _bundle(), 0.02
+        )
+
+
+def test_a_volume_that_does_not_explain_its_views_is_warned(caplog):
+    truth = phantom()
+    views = DRRSet(
+        projections=np.stack([render(0.0), render(90.0)]),
+        angles_deg=np.asarray(ANGLES),
+        geometry=MODEL,
+        isocentre_mm=truth.centre_mm,
+    )
+    air = CTVolume(hu=np.full_like(truth.hu, -1000.0), affine=truth.affine)
+    with caplog.at_level(logging.WARNING):
+        table = score_reprojections(
+            {"p": truth, "q": air}, {"p": views, "q": views}, _bundle()
+        )
+    assert table["reprojection/ncc"].tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+    warned = [
+        r.getMessage()
+        for r in caplog.records
+        if "explains its views poorly" in r.getMessage()
+    ]
+    assert len(warned) == 1 and warned[0].startswith("q:")
