@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from ct_pipeline.ct import CTVolume, preprocess_ct
+from ct_pipeline.ct import CTVolume, CubeGrid, preprocess_ct
+from ct_pipeline.ct.preprocess import resample_to_grid
 
 
 def world_grid(shape, affine) -> np.ndarray:
@@ -77,6 +78,18 @@ def test_downsampling_is_antialiased():
     out = preprocess_ct(CTVolume(hu=hu, affine=affine), 8.0, 8, body_threshold_hu=-1e9)
     # An 8^3 block mean of sigma-100 noise has sigma ~4.4; plain trilinear keeps ~100.
     assert out.hu.std() < 25.0
+
+
+def test_a_voxel_across_the_end_of_the_scan_holds_its_share_of_air():
+    """A scan of water that ends 2 mm beyond a 12 mm voxel's centre: the voxel
+    is two-thirds water, one-third air (-341 HU as a box average), as the
+    views of that scan see it; the edge tissue repeated would make it water."""
+    hu = np.zeros((40, 40, 30), dtype=np.float32)  # 1 mm voxels, z in -0.5..29.5
+    ct = CTVolume(hu=hu, affine=np.eye(4))
+    out = resample_to_grid(ct, CubeGrid(2, 12.0, (19.5, 19.5, 21.5)))
+    inside, across = out.hu[:, :, 0], out.hu[:, :, 1]  # z centres 15.5 and 27.5
+    assert np.all(inside > -30.0)
+    assert np.all((across > -450.0) & (across < -250.0))
 
 
 def test_bad_arguments_are_rejected():

@@ -102,17 +102,28 @@ def _antialiased_source(
     corners = np.array(np.meshgrid(*[[0, size - 1]] * 3, indexing="ij")).reshape(3, -1)
     touched = out_to_in[:3, :3] @ corners + out_to_in[:3, 3:4]
     margin = np.ceil(4.0 * sigma) + 2
-    start = np.clip(
-        np.floor(touched.min(axis=1) - margin), 0, np.asarray(ct.hu.shape)
-    ).astype(int)
-    stop = np.clip(
-        np.ceil(touched.max(axis=1) + margin) + 1, 0, np.asarray(ct.hu.shape)
-    ).astype(int)
+    shape = np.asarray(ct.hu.shape)
+    wanted_start = np.floor(touched.min(axis=1) - margin).astype(int)
+    wanted_stop = (np.ceil(touched.max(axis=1) + margin) + 1).astype(int)
+    start = np.clip(wanted_start, 0, shape)
+    stop = np.clip(wanted_stop, 0, shape)
     if np.any(stop <= start):  # the output cube misses the input: all air
         return np.full((1, 1, 1), AIR_HU, dtype=np.float32), out_to_in
     source = ct.hu[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
     if np.any(sigma > 0):
-        # 'nearest' at the crop edges: the crop is interior, so edges are real data.
+        # Where the scan ends inside the cube, what lies beyond is air (as the
+        # views of the scan see it): pad it before the low-pass, so a voxel
+        # straddling the scan's end holds its share of air, not the edge
+        # tissue repeated. Elsewhere the crop's edges are real data ('nearest').
+        pad = np.stack(
+            [
+                np.minimum(start - wanted_start, margin),
+                np.minimum(wanted_stop - stop, margin),
+            ],
+            axis=1,
+        ).astype(int)
+        source = np.pad(source, pad, mode="constant", constant_values=AIR_HU)
+        start = start - pad[:, 0]
         source = ndimage.gaussian_filter(
             source, sigma=sigma, mode="nearest", truncate=3.0
         )
