@@ -25,7 +25,8 @@ e.g. BUNDLE_2V.pt = /tmp/final_2v.pt. For every test patient:
 
 Views are rendered as the DRR pipeline renders them (``views_of_finer_anatomy``
 from the patient's source CT, ``--oversample`` times finer than the cube).
-Writes ``results.jsonl`` and ``results.md`` under ``--out``.
+``--figure-patient ID`` also draws ``ID.png``: ``predict``'s figure of that
+patient's MONOCHROME2 films. Writes ``results.jsonl`` and ``results.md`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,12 @@ from ct_pipeline.ct import CTVolume, CubeGrid, load_ct
 from ct_pipeline.datasets import DRRSetDataset
 from ct_pipeline.drr import Geometry
 from ct_pipeline.drr.anatomy import views_of_finer_anatomy
+from ct_pipeline.evaluation.figures import radiograph_figure
 from ct_pipeline.inference import (
     ModelBundle,
     Refinement,
     reconstruct,
+    reproject,
     reprojection_scores,
     views_from_films,
 )
@@ -266,6 +269,19 @@ def main() -> None:
                         from_films = views_from_films(bundle, read_films(paths), mu)
                         volume = reconstruct(network, bundle, from_films)
                         row[f"{label}/psnr_3d"] = psnr(volume, truth, bundle.hu_window)
+                        if (
+                            label == "round_trip/dx_mono2"
+                            and patient == args.figure_patient
+                        ):
+                            figure = radiograph_figure(
+                                read_films(paths),
+                                from_films.projections,
+                                reproject(volume, from_films),
+                                list(bundle.angles_deg),
+                                volume.hu,
+                                title=f"{patient}: DICOM DX films, {bundle.num_views} views",
+                            )
+                            figure.savefig(out / f"{patient}.png", dpi=80)
             rows.append(row)
             print(json.dumps(row), flush=True)
     write_results(out, rows)
