@@ -293,6 +293,16 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
 
 
 @torch.no_grad()
+def reproject(volume: CTVolume, views: DRRSet) -> np.ndarray:
+    """(V, H, W) DRRs of ``volume`` rendered with the views' geometry,
+    angles, isocentre and physics: what the views would be if it were true."""
+    mu = hu_to_mu(torch.from_numpy(volume.hu), views.mu_water_per_mm)
+    return project(
+        mu, volume.affine, views.geometry, views.angles_deg, views.isocentre_mm
+    ).numpy()
+
+
+@torch.no_grad()
 def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
     """How well ``volume`` explains ``views``: the quality signal that needs no CT.
 
@@ -301,10 +311,7 @@ def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
     NCC, per view (``reprojection/psnr/<angle>deg``) and over all views
     (``reprojection/psnr``, ``reprojection/ncc``).
     """
-    mu = hu_to_mu(torch.from_numpy(volume.hu), views.mu_water_per_mm)
-    rendered = project(
-        mu, volume.affine, views.geometry, views.angles_deg, views.isocentre_mm
-    ).double()
+    rendered = torch.from_numpy(reproject(volume, views)).double()
     measured = torch.from_numpy(views.projections).double()
     peak = float(measured.max())
     scores = {

@@ -127,3 +127,43 @@ def test_a_volume_that_does_not_explain_its_views_is_warned(caplog):
         if "explains its views poorly" in r.getMessage()
     ]
     assert len(warned) == 1 and warned[0].startswith("q:")
+
+
+def test_predict_on_films_writes_a_figure_per_patient(tmp_path):
+    """The figure shows each film as stored, with its own orientation letters."""
+    from PIL import Image
+
+    from ct_pipeline.datasets import PatientFolderDataset
+    from ct_pipeline.evaluation.figures import radiograph_figure
+    from ct_pipeline.pipelines.predict.nodes import radiograph_figures
+
+    films_dir = tmp_path / "films" / "p1"
+    films_dir.mkdir(parents=True)
+    write_dx(
+        films_dir / "pa.dcm",
+        stored(render(0.0), ("R", "H"), frame="LF"),
+        orientation=("R", "H"),
+    )
+    write_dx(films_dir / "ll.dcm", render(90.0), view="LL", orientation=("P", "F"))
+    bundle = _bundle()
+    films = RadiographFolderDataset(str(tmp_path / "films")).load()
+    views = calibrate_radiographs(films, bundle, mu_water_per_mm=0.02)
+    volumes = reconstruct_volumes(views, bundle)
+    figures = radiograph_figures(films, views, volumes, bundle)
+    out = PatientFolderDataset(
+        path=str(tmp_path / "08_reporting" / "radiograph_figures"),
+        dataset="ct_pipeline.datasets.PngDataset",
+        filename_suffix=".png",
+    )
+    out.save(figures)
+    with Image.open(tmp_path / "08_reporting" / "radiograph_figures" / "p1.png") as png:
+        assert png.size[0] > 400 and png.size[1] > 400
+
+    read = films["p1"]()
+    figure = radiograph_figure(
+        read, views["p1"].projections, views["p1"].projections, ANGLES,
+        volumes["p1"].hu, title="p1",
+    )  # fmt: skip
+    pa_axes = next(ax for ax in figure.axes if ax.get_title() == "as stored: pa.dcm")
+    # ("R", "H"): columns run to the patient's right, rows to the head.
+    assert sorted(t.get_text() for t in pa_axes.texts) == ["F", "H", "L", "R"]

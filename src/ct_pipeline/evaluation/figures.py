@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from ct_pipeline.drr.preview import mark_sides, preview_image, view_label
 from ct_pipeline.losses import DEFAULT_WEIGHTS
+from ct_pipeline.radiographs import Film
 
 # Greyscale window for CT slices: air to dense bone, lung and soft tissue apart.
 CT_DISPLAY_WINDOW_HU = (-1000.0, 1000.0)
@@ -144,6 +145,76 @@ def slices_figure(
             bottom.colorbar(image, ax=axes[r], label="pred - true (HU)", shrink=0.9)
         elif r == 0:
             bottom.colorbar(image, ax=axes[:2], label="HU", shrink=0.6)
+    return fig
+
+
+def _show_film(ax, film: Film) -> None:
+    """The film's values as stored, air dark, with its PatientOrientation
+    letters at the edges they name (and their opposites)."""
+    opposite = dict(zip("LRAPHF", "RLPAFH", strict=True))
+    along_cols, along_rows = (code.strip().upper() for code in film.orientation)
+    ax.imshow(film.values, cmap="gray_r" if film.rises_with_exposure else "gray")
+    for x, y, text in (
+        (0.03, 0.5, "".join(opposite.get(c, "?") for c in along_cols)),
+        (0.97, 0.5, along_cols),
+        (0.5, 0.97, "".join(opposite.get(c, "?") for c in along_rows)),
+        (0.5, 0.03, along_rows),
+    ):
+        ax.text(
+            x, y, text, transform=ax.transAxes, color="yellow", fontsize=9,
+            ha="center", va="center", fontweight="bold",
+        )  # fmt: skip
+    ax.set_axis_off()
+
+
+def radiograph_figure(
+    films: Sequence[Film],
+    views: np.ndarray,
+    reprojections: np.ndarray,
+    angles_deg: Sequence[float],
+    volume_hu: np.ndarray,
+    title: str,
+    display_window_hu: tuple[float, float] = CT_DISPLAY_WINDOW_HU,
+) -> Figure:
+    """What ``predict`` made of a patient's films, one row each: the films as
+    stored (PatientOrientation letters at their edges), the calibrated views
+    (radiograph display, head up), the reconstruction's reprojections (drawn
+    with the views' own display window, so a mismatch shows as a difference
+    in brightness), and axial / coronal / sagittal slices of the volume."""
+    views, reprojections = np.asarray(views), np.asarray(reprojections)
+    if views.shape != reprojections.shape or views.shape[0] != len(angles_deg):
+        raise ValueError(
+            f"views {views.shape} and reprojections {reprojections.shape} must "
+            f"both be (V, H, W) with V = {len(angles_deg)} angles"
+        )
+    n = max(len(films), len(angles_deg), 3)
+    fig = Figure(figsize=(2.6 * n, 10.4), layout="constrained")
+    fig.suptitle(title)
+    axes = fig.subplots(4, n, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, film in zip(axes[0], films, strict=False):
+        _show_film(ax, film)
+        ax.set_title(f"as stored: {film.source.rsplit('/', 1)[-1]}", fontsize=8)
+    for k, angle in enumerate(angles_deg):
+        high = float(np.percentile(views[k], 99.5)) or 1.0
+        name = view_label(float(angle))
+        for row, (what, image) in enumerate(
+            (("calibrated", views[k]), ("reprojected", reprojections[k])), start=1
+        ):
+            ax = axes[row, k]
+            ax.imshow(image, cmap="gray", vmin=0.0, vmax=high)
+            ax.set_title(f"{what}, {float(angle):g}° {name}", fontsize=8)
+            mark_sides(ax, float(angle))
+    for ax, (plane, image) in zip(
+        axes[3], orthogonal_slices(volume_hu).items(), strict=False
+    ):
+        ax.set_axis_on()
+        ax.imshow(
+            image, cmap="gray", vmin=display_window_hu[0], vmax=display_window_hu[1]
+        )
+        label_edges(ax, SLICE_EDGES[plane])
+        ax.set_title(f"reconstruction, {plane}", fontsize=8)
     return fig
 
 

@@ -192,12 +192,39 @@ def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def detector_response(
+    views: torch.Tensor,
+    scatter: torch.Tensor,
+    blur_px: torch.Tensor,
+    gain: torch.Tensor,
+    photons: torch.Tensor | None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """(V, H, W) line integrals as a detector reports them, each view with its
+    own amounts: the intensity exp(-p) gains ``scatter`` (scatter-to-primary
+    ratio of a smooth halo), a Gaussian blur of ``blur_px`` (sigma, pixels), is
+    divided by ``gain`` (the flat field's error, 1 for none) and counted with
+    ``photons`` per open-field pixel (quantum noise; None for none), then
+    logged back."""
+    count = views.shape[0]
+    intensity = torch.exp(-views.double())
+    halo = _gaussian_blur(intensity, torch.full((count,), SCATTER_SIGMA_PX))
+    intensity = intensity + scatter.double()[:, None, None] * halo
+    intensity = _gaussian_blur(intensity, blur_px)
+    intensity = intensity / gain.double()[:, None, None]
+    if photons is not None:
+        expected = intensity * photons.double()[:, None, None]
+        counts = torch.poisson(expected, generator=generator).clamp(min=0.5)
+        intensity = counts / photons.double()[:, None, None]
+    return (-torch.log(intensity)).to(views.dtype)
+
+
 def acquired(
     views: torch.Tensor, augmentation: Augmentation, generator: torch.Generator
 ) -> torch.Tensor:
-    """(V, H, W) line integrals as a real detector would report them: the
-    intensity exp(-p) gains scatter, blur, a flat-field error and quantum
-    noise, and is logged back. Unchanged when the acquisition terms are off."""
+    """(V, H, W) line integrals as a real detector would report them
+    (``detector_response``), each view drawing its own amounts up to
+    ``augmentation``'s. Unchanged when the acquisition terms are off."""
     if not augmentation.acquires:
         return views
     count = views.shape[0]
@@ -205,16 +232,12 @@ def acquired(
     def draw(high: float) -> torch.Tensor:
         return torch.rand(count, generator=generator) * high
 
-    intensity = torch.exp(-views.double())
-    scatter = draw(augmentation.scatter)[:, None, None]
-    halo = _gaussian_blur(intensity, torch.full((count,), SCATTER_SIGMA_PX))
-    intensity = intensity + scatter * halo
-    intensity = _gaussian_blur(intensity, draw(augmentation.blur_px))
+    scatter = draw(augmentation.scatter)
+    blur_px = draw(augmentation.blur_px)
     gain = 1.0 + (2 * torch.rand(count, generator=generator) - 1) * augmentation.gain
-    intensity = intensity / gain[:, None, None]
-    if augmentation.photons > 0:
-        photons = augmentation.photons * 100.0 ** torch.rand(count, generator=generator)
-        expected = intensity * photons[:, None, None]
-        counts = torch.poisson(expected, generator=generator).clamp(min=0.5)
-        intensity = counts / photons[:, None, None]
-    return (-torch.log(intensity)).to(views.dtype)
+    photons = (
+        augmentation.photons * 100.0 ** torch.rand(count, generator=generator)
+        if augmentation.photons > 0
+        else None
+    )
+    return detector_response(views, scatter, blur_px, gain, photons, generator)

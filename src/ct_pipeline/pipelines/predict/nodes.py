@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,10 +12,12 @@ import pandas as pd
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.evaluation.figures import radiograph_figure
 from ct_pipeline.inference import (
     ModelBundle,
     check_input,
     reconstruct,
+    reproject,
     reprojection_scores,
     views_from_films,
 )
@@ -92,6 +95,32 @@ def score_reprojections(
             )
         rows.append({"patient": patient, **scores})
     return pd.DataFrame(rows, columns=None if rows else ["patient"])
+
+
+def radiograph_figures(
+    radiographs: Mapping[str, Any],
+    drr_sets: Mapping[str, Any],
+    volumes: Mapping[str, Any],
+    best_model: ModelBundle,
+) -> dict[str, bytes]:
+    """One PNG per patient (``evaluation.figures.radiograph_figure``): the
+    films as stored, the calibrated views, the volume's reprojections and its
+    slices; the picture to look at before trusting a reconstruction."""
+    figures = {}
+    for patient, volume in iter_partitions(volumes, desc="figures"):
+        views = load_one(drr_sets[patient]).select(best_model.angles_deg)
+        figure = radiograph_figure(
+            load_one(radiographs[patient]),
+            views.projections,
+            reproject(volume, views),
+            views.angles_deg.tolist(),
+            volume.hu,
+            title=f"{patient}: {best_model.model}, {best_model.num_views} views",
+        )
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=80)
+        figures[patient] = buffer.getvalue()
+    return figures
 
 
 def reconstruct_request(

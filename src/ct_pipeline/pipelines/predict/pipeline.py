@@ -4,6 +4,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from ct_pipeline.pipelines.predict.nodes import (
     calibrate_radiographs,
+    radiograph_figures,
     reconstruct_request,
     reconstruct_volumes,
     score_reprojections,
@@ -57,6 +58,17 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 },
                 outputs="radiograph_reprojection",
                 name="score_radiograph_reprojections",
+            ),
+            node(
+                radiograph_figures,
+                inputs={
+                    "radiographs": "predict_radiographs",
+                    "drr_sets": "radiograph_views",
+                    "volumes": "radiograph_predictions",
+                    "best_model": "best_model",
+                },
+                outputs="radiograph_figures",
+                name="radiograph_figures",
             ),
         ]
     )

@@ -1,0 +1,343 @@
+"""Issue 20's Goal, measured on a trained model and the test split: films
+through the radiograph readers and calibration that ``predict`` uses.
+
+    python benchmarks/radiograph_check.py BUNDLE_2V.pt [BUNDLE_8V.pt ...]
+        --split data/05_model_input/patient_split.json
+        --drr-dir data/04_feature/drr --truth-dir data/03_primary/ct
+        --source-dir data/02_intermediate/phantoms
+        --out benchmarks/results/radiographs
+
+e.g. BUNDLE_2V.pt = /tmp/final_2v.pt. For every test patient:
+
+(a) round trip (bundles whose views are PA and left lateral): the patient's
+    views rendered at a film geometry other than the model's (finer pixels, a
+    larger matrix), written as DICOM DX (12-bit intensity, MONOCHROME1 with
+    sign +1 and MONOCHROME2 with sign -1, PatientOrientation set, the second
+    turned as a viewer shows it) and as a 16-bit PNG + sidecar, read back and
+    reconstructed; PSNR3D against the reconstruction from the stored ``.npz``;
+(b) realistic films: DICOM films with one acquisition effect each (quantum
+    noise at a chest-film dose, blur, scatter: ``training.augment``'s
+    ``detector_response``; a film 10 % larger; another source distance) and
+    all together, PSNR3D lost against the ``.npz``;
+(c) every bundle: Spearman's rank correlation across the patients between
+    the reprojection scores (no truth) and the true PSNR3D, for the network
+    alone and as shipped.
+
+Views are rendered as the DRR pipeline renders them (``views_of_finer_anatomy``
+from the patient's source CT, ``--oversample`` times finer than the cube).
+``--figure-patient ID`` also draws ``ID.png``: ``predict``'s figure of that
+patient's MONOCHROME2 films. Writes ``results.jsonl`` and ``results.md`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from ct_pipeline.ct import CTVolume, CubeGrid, load_ct
+from ct_pipeline.datasets import DRRSetDataset
+from ct_pipeline.drr import Geometry
+from ct_pipeline.drr.anatomy import views_of_finer_anatomy
+from ct_pipeline.evaluation.figures import radiograph_figure
+from ct_pipeline.inference import (
+    ModelBundle,
+    Refinement,
+    reconstruct,
+    reproject,
+    reprojection_scores,
+    views_from_films,
+)
+from ct_pipeline.metrics import evaluate_volume, to_unit
+from ct_pipeline.radiographs import read_films
+from ct_pipeline.training.augment import detector_response
+
+# The film writers the radiograph tests use (I = I0 exp(-p), 12-bit DICOM DX,
+# 16-bit PNG + sidecar, any PatientOrientation).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "radiographs"))
+from films import stored, write_dx, write_png  # noqa: E402
+
+PA, LATERAL = 0.0, 90.0
+# The project frame's own PatientOrientation per view (columns, rows).
+FRAMES = {PA: ("L", "F"), LATERAL: ("P", "F")}
+# The same views turned as a viewer shows them (DICOM writes them so).
+TURNED = {PA: ("R", "H"), LATERAL: ("A", "F")}
+VIEW_NAMES = {PA: "PA", LATERAL: "LL"}
+# Detected photons per mm^2 of a chest film: about 2.5 uGy at the detector
+# times 3e4 photons / (mm^2 uGy) (IEC 62220-1 beam qualities) times a DQE of
+# about 0.7.
+CHEST_PHOTONS_PER_MM2 = 5e4
+BLUR_PX = 0.5  # Gaussian sigma on the film, pixels
+SCATTER = 0.5  # scatter-to-primary ratio, a chest film with an anti-scatter grid
+
+
+def film_geometries(model: Geometry) -> dict[str, Geometry]:
+    """(a)'s film (half the pixel, a larger matrix) and (b)'s larger film and
+    other source distance (a chest stand's 1800 mm)."""
+    rows, cols = model.detector_px
+    return {
+        "round_trip": dataclasses.replace(
+            model, detector_px=(2 * rows + 8, 2 * cols + 4), pixel_mm=model.pixel_mm / 2
+        ),
+        "model": model,
+        "larger_film": dataclasses.replace(
+            model, detector_px=(round(1.1 * rows), round(1.1 * cols))
+        ),
+        "source_distance": dataclasses.replace(model, sdd_mm=1800.0, sad_mm=1300.0),
+    }
+
+
+def write_films(
+    folder: Path,
+    views: np.ndarray,
+    angles: tuple[float, ...],
+    geometry: Geometry,
+    kind: str,
+) -> list[Path]:
+    """One file per view: ``kind`` dx_mono1, dx_mono2 (turned for display) or png."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for p, angle in zip(views, angles, strict=True):
+        name = VIEW_NAMES[angle]
+        if kind == "png":
+            paths.append(
+                write_png(
+                    folder / f"{name}.png",
+                    p,
+                    view=name,
+                    patient_orientation=list(FRAMES[angle]),
+                    pixel_mm=geometry.pixel_mm,
+                    sdd_mm=geometry.sdd_mm,
+                    sad_mm=geometry.sad_mm,
+                )
+            )
+            continue
+        mono1 = kind == "dx_mono1"
+        orientation = FRAMES[angle] if mono1 else TURNED[angle]
+        paths.append(
+            write_dx(
+                folder / f"{name}.dcm",
+                stored(p, orientation, frame="".join(FRAMES[angle])),
+                orientation=orientation,
+                view=name,
+                geometry=geometry,
+                photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
+                sign=1 if mono1 else -1,
+            )
+        )
+    return paths
+
+
+def effects(
+    geometry: Geometry, seed: int
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """(b)'s acquisition effects on (V, H, W) line integrals of ``geometry``."""
+    photons = CHEST_PHOTONS_PER_MM2 * geometry.pixel_mm**2
+
+    def response(scatter: float, blur: float, counted: bool) -> Callable[..., Any]:
+        def apply(views: np.ndarray) -> np.ndarray:
+            n = views.shape[0]
+            return detector_response(
+                torch.from_numpy(views),
+                torch.full((n,), scatter),
+                torch.full((n,), blur),
+                # The exposure keeps the open field, scatter added, under the
+                # detector's full scale, as a real one is set.
+                torch.full((n,), 1.0 + scatter),
+                torch.full((n,), photons) if counted else None,
+                torch.Generator().manual_seed(seed),
+            ).numpy()
+
+        return apply
+
+    return {
+        "noise": response(0.0, 0.0, True),
+        "blur": response(0.0, BLUR_PX, False),
+        "scatter": response(SCATTER, 0.0, False),
+        "all_detector": response(SCATTER, BLUR_PX, True),
+    }
+
+
+def psnr(volume: CTVolume, truth: CTVolume, window: tuple[float, float]) -> float:
+    return evaluate_volume(
+        to_unit(volume.hu, window), to_unit(truth.hu, window), truth.hu, window
+    )["psnr_3d"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundles", nargs="+")
+    parser.add_argument("--split", required=True)
+    parser.add_argument("--drr-dir", required=True)
+    parser.add_argument("--truth-dir", required=True)
+    parser.add_argument("--source-dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--oversample", type=int, default=4)
+    parser.add_argument("--figure-patient", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    patients = json.loads(Path(args.split).read_text())["test"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for name in args.bundles:
+        bundle = ModelBundle.load(name)
+        network = bundle.network()
+        alone = dataclasses.replace(bundle, refinement=Refinement())
+        films_ok = set(bundle.angles_deg) == {PA, LATERAL}
+        geometries = film_geometries(bundle.geometry)
+        for index, patient in enumerate(patients):
+            truth = load_ct(Path(args.truth_dir) / f"{patient}.nii.gz")
+            drrs = DRRSetDataset(
+                filepath=str(Path(args.drr_dir) / f"{patient}.npz")
+            ).load()
+            mu = drrs.mu_water_per_mm
+            views = drrs.select(bundle.angles_deg)
+            row: dict[str, Any] = {"bundle": name, "views": bundle.num_views}
+            row["patient"] = patient
+            for label, used in (("network", alone), ("shipped", bundle)):
+                volume = reconstruct(network, used, drrs)
+                row[f"{label}/psnr_3d"] = psnr(volume, truth, bundle.hu_window)
+                scores = reprojection_scores(volume, views)
+                row[f"{label}/reprojection_ncc"] = scores["reprojection/ncc"]
+                row[f"{label}/reprojection_psnr"] = scores["reprojection/psnr"]
+            if films_ok:
+                source = load_ct(Path(args.source_dir) / f"{patient}.nii.gz")
+
+                cube = CubeGrid.of(truth)
+
+                def render(
+                    geometry: Geometry,
+                    source: CTVolume = source,
+                    cube: CubeGrid = cube,
+                    angles: tuple[float, ...] = bundle.angles_deg,
+                    mu: float = mu,
+                ) -> np.ndarray:
+                    return views_of_finer_anatomy(
+                        source, cube, geometry, list(angles), mu, args.oversample
+                    ).projections
+
+                cases: list[tuple[str, str, np.ndarray, Geometry]] = []
+                fine = geometries["round_trip"]
+                for kind in ("dx_mono1", "dx_mono2", "png"):
+                    cases.append((f"round_trip/{kind}", kind, render(fine), fine))
+                model_views = render(bundle.geometry)
+                cases.append(("films/clean", "dx_mono1", model_views, bundle.geometry))
+                for effect, apply in effects(bundle.geometry, index).items():
+                    cases.append(
+                        (
+                            f"films/{effect}",
+                            "dx_mono1",
+                            apply(model_views),
+                            bundle.geometry,
+                        )
+                    )
+                for what in ("larger_film", "source_distance"):
+                    cases.append(
+                        (
+                            f"films/{what}",
+                            "dx_mono1",
+                            render(geometries[what]),
+                            geometries[what],
+                        )
+                    )
+                distant = geometries["source_distance"]
+                everything = effects(distant, index)["all_detector"]
+                cases.append(
+                    ("films/all", "dx_mono1", everything(render(distant)), distant)
+                )
+                with tempfile.TemporaryDirectory() as tmp:
+                    for label, kind, film_views, geometry in cases:
+                        paths = write_films(
+                            Path(tmp) / label,
+                            film_views,
+                            bundle.angles_deg,
+                            geometry,
+                            kind,
+                        )
+                        from_films = views_from_films(bundle, read_films(paths), mu)
+                        volume = reconstruct(network, bundle, from_films)
+                        row[f"{label}/psnr_3d"] = psnr(volume, truth, bundle.hu_window)
+                        if (
+                            label == "round_trip/dx_mono2"
+                            and patient == args.figure_patient
+                        ):
+                            figure = radiograph_figure(
+                                read_films(paths),
+                                from_films.projections,
+                                reproject(volume, from_films),
+                                list(bundle.angles_deg),
+                                volume.hu,
+                                title=f"{patient}: DICOM DX films, {bundle.num_views} views",
+                            )
+                            figure.savefig(out / f"{patient}.png", dpi=80)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    write_results(out, rows)
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    with (out / "results.jsonl").open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    lines = [
+        "# Real radiographs: round trip, realistic films, reprojection signal",
+        "",
+        f"Measured {date.today()} on {platform.node()} ({platform.processor() or platform.machine()}, CPU, 1 thread) by `benchmarks/radiograph_check.py`; "
+        "PSNR3D in dB against the truth cube, mean over the test patients.",
+        "",
+    ]
+    for name in dict.fromkeys(r["bundle"] for r in rows):
+        mine = [r for r in rows if r["bundle"] == name]
+        base = float(np.mean([r["shipped/psnr_3d"] for r in mine]))
+        lines += [
+            f"## {Path(name).name}: {mine[0]['views']} views, {len(mine)} patients",
+            "",
+        ]
+        film_keys = [k for k in mine[0] if k.startswith(("round_trip/", "films/"))]
+        if film_keys:
+            lines += [
+                "| input | PSNR3D | vs `.npz` | worst patient |",
+                "|---|---|---|---|",
+                f"| `.npz` DRRs (as shipped) | {base:.2f} | | |",
+            ]
+            for key in film_keys:
+                values = np.array([r[key] for r in mine])
+                deltas = values - np.array([r["shipped/psnr_3d"] for r in mine])
+                lines.append(
+                    f"| {key.removesuffix('/psnr_3d')} | {values.mean():.2f} | "
+                    f"{deltas.mean():+.2f} | {deltas.min():+.2f} |"
+                )
+            lines.append("")
+        lines += [
+            "| reconstruction | PSNR3D | Spearman(reprojection NCC, PSNR3D) | Spearman(reprojection PSNR, PSNR3D) |",
+            "|---|---|---|---|",
+        ]
+        for label in ("network", "shipped"):
+            truth = [r[f"{label}/psnr_3d"] for r in mine]
+            rho_ncc = spearmanr([r[f"{label}/reprojection_ncc"] for r in mine], truth)[
+                0
+            ]
+            rho_psnr = spearmanr(
+                [r[f"{label}/reprojection_psnr"] for r in mine], truth
+            )[0]
+            lines.append(
+                f"| {label} | {np.mean(truth):.2f} | {rho_ncc:+.2f} | {rho_psnr:+.2f} |"
+            )
+        lines.append("")
+    (out / "results.md").write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
