@@ -44,16 +44,27 @@ def calibrated(paths: list[Path]) -> np.ndarray:
     ).projections
 
 
-def pa_and_lateral(tmp_path: Path, **tags) -> list[Path]:
-    """Both films larger than the detector, each written with ``tags``."""
+def pa_and_lateral(
+    tmp_path: Path,
+    pa_geometry: Geometry = LARGER,
+    lateral_geometry: Geometry = LARGER,
+    **tags,
+) -> list[Path]:
+    """A PA and a left lateral film, each rendered on its geometry (both
+    larger than the detector by default) and written with ``tags``."""
     return [
-        write_dx(tmp_path / "pa.dcm", render(0.0, LARGER), geometry=LARGER, **tags),
+        write_dx(
+            tmp_path / "pa.dcm",
+            render(0.0, pa_geometry),
+            geometry=pa_geometry,
+            **tags,
+        ),
         write_dx(
             tmp_path / "ll.dcm",
-            render(90.0, LARGER),
+            render(90.0, lateral_geometry),
             view="LL",
             orientation=("P", "F"),
-            geometry=LARGER,
+            geometry=lateral_geometry,
             **tags,
         ),
     ]
@@ -199,17 +210,7 @@ def test_png_sidecar_recovers_the_line_integrals(tmp_path, model_views):
 def test_finer_larger_film_is_averaged_onto_the_detector(tmp_path, model_views):
     # 4 mm pixels at the isocentre against the model's 12 mm, 440 x 400 mm.
     fine = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(110, 100), pixel_mm=6.0)
-    paths = [
-        write_dx(tmp_path / "pa.dcm", render(0.0, fine), geometry=fine),
-        write_dx(
-            tmp_path / "ll.dcm",
-            render(90.0, fine),
-            view="LL",
-            orientation=("P", "F"),
-            geometry=fine,
-        ),
-    ]
-    views = calibrated(paths)
+    views = calibrated(pa_and_lateral(tmp_path, fine, fine))
     # The model's DRRs sample each pixel's centre, the film averages over it:
     # they differ at edges only.
     error = np.abs(views - model_views)
@@ -230,18 +231,8 @@ def test_resampling_centres_and_scales():
 
 def test_a_film_smaller_than_the_detector_is_warned(tmp_path, caplog):
     small = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(24, 32), pixel_mm=18.0)
-    paths = [
-        write_dx(tmp_path / "pa.dcm", render(0.0, small), geometry=small),
-        write_dx(
-            tmp_path / "ll.dcm",
-            render(90.0, LARGER),
-            view="LL",
-            orientation=("P", "F"),
-            geometry=LARGER,
-        ),
-    ]
     with caplog.at_level(logging.WARNING):
-        calibrated(paths)
+        calibrated(pa_and_lateral(tmp_path, pa_geometry=small))
     warned = [
         r.getMessage() for r in caplog.records if "does not cover" in r.getMessage()
     ]

@@ -41,6 +41,16 @@ def _bundle() -> ModelBundle:
 
 
 @pytest.mark.slow
+def _model_drrs(truth: CTVolume) -> DRRSet:
+    """The DRR set the model was trained on, of ``truth`` at its centre."""
+    return DRRSet(
+        projections=np.stack([render(0.0), render(90.0)]),
+        angles_deg=np.asarray(ANGLES),
+        geometry=MODEL,
+        isocentre_mm=truth.centre_mm,
+    )
+
+
 def test_films_reconstruct_as_their_drrs_do(tmp_path):
     """DICOM (MONOCHROME2, turned for display) and PNG + sidecar films of
     other pixel grids give the reconstruction of the model's own DRRs."""
@@ -75,13 +85,7 @@ def test_films_reconstruct_as_their_drrs_do(tmp_path):
     from_films = reconstruct_volumes(views, bundle)
 
     truth = phantom()
-    drrs = DRRSet(
-        projections=np.stack([render(0.0), render(90.0)]),
-        angles_deg=np.asarray(ANGLES),
-        geometry=MODEL,
-        isocentre_mm=truth.centre_mm,
-    )
-    (reference,) = reconstruct_volumes({"npz": drrs}, bundle).values()
+    (reference,) = reconstruct_volumes({"npz": _model_drrs(truth)}, bundle).values()
 
     def psnr(a: np.ndarray, b: np.ndarray) -> float:
         return float(
@@ -109,12 +113,7 @@ def test_a_bad_film_stops_predict_before_anything_is_written(tmp_path):
 
 def test_a_volume_that_does_not_explain_its_views_is_warned(caplog):
     truth = phantom()
-    views = DRRSet(
-        projections=np.stack([render(0.0), render(90.0)]),
-        angles_deg=np.asarray(ANGLES),
-        geometry=MODEL,
-        isocentre_mm=truth.centre_mm,
-    )
+    views = _model_drrs(truth)
     air = CTVolume(hu=np.full_like(truth.hu, -1000.0), affine=truth.affine)
     with caplog.at_level(logging.WARNING):
         table = score_reprojections(
