@@ -15,6 +15,7 @@ from ct_pipeline.training.augment import (
     Augmentation,
     acquired,
     augmented_sample,
+    miscalibrated,
     move_volume,
     sample_generator,
 )
@@ -125,6 +126,8 @@ def test_samples_are_a_function_of_seed_epoch_and_index():
         {"rotate_deg": -1.0},
         {"shift_mm": float("nan")},
         {"mirror": 1.5},
+        {"magnification": 1.0},
+        {"offset_px": -1.0},
         {"flip": True},
     ],
 )
@@ -196,3 +199,50 @@ def test_acquisition_terms_change_the_views_as_a_detector_would():
     torch.testing.assert_close(_acquired(views, photons=1e5), noisy)  # seeded
     with pytest.raises(ValueError, match="gain"):
         Augmentation(gain=1.0)
+
+
+def _dot(row: int, column: int) -> torch.Tensor:
+    image = torch.zeros(1, 32, 32)
+    image[0, row, column] = 1.0
+    return image
+
+
+def _centroid(image: torch.Tensor) -> tuple[float, float]:
+    rows, columns = torch.meshgrid(
+        torch.arange(32.0), torch.arange(32.0), indexing="ij"
+    )
+    return float((image * rows).sum() / image.sum()), float(
+        (image * columns).sum() / image.sum()
+    )
+
+
+def test_an_offset_isocentre_moves_the_views_by_whole_pixels():
+    views = _dot(10, 20)
+    moved = miscalibrated(views, torch.ones(1), torch.tensor([[3.0, -2.0]]))
+    torch.testing.assert_close(moved, _dot(8, 23))  # columns +3, rows -2
+
+
+def test_a_larger_magnification_scales_the_views_about_the_centre():
+    # The detector's centre lies between pixels 15 and 16: a smooth blob 6.5
+    # pixels right of it lands 6.5 * 1.1 = 7.15 pixels right.
+    rows, columns = torch.meshgrid(
+        torch.arange(32.0), torch.arange(32.0), indexing="ij"
+    )
+    views = torch.exp(-((rows - 15.5) ** 2 + (columns - 22.0) ** 2) / 8.0)[None]
+    scaled = miscalibrated(views, torch.tensor([1.1]), torch.zeros(1, 2))
+    row, column = _centroid(scaled[0])
+    assert row == pytest.approx(15.5, abs=1e-4)
+    assert column == pytest.approx(15.5 + 6.5 * 1.1, abs=0.02)
+
+
+def test_calibration_terms_alone_only_move_the_views():
+    views = torch.from_numpy(rendered(asymmetric_body(), [0.0, 90.0]))
+    jittered = _acquired(views, magnification=0.05, offset_px=1.5)
+    assert not torch.allclose(jittered, views, atol=1e-3)
+    # A small geometric change: the total line integral of each view moves by
+    # the image's scale squared at most (no detector term changes values).
+    ratio = jittered.sum((1, 2)) / views.sum((1, 2))
+    assert torch.all((ratio > 0.85) & (ratio < 1.15))
+    torch.testing.assert_close(
+        _acquired(views, magnification=0.05, offset_px=1.5), jittered
+    )  # seeded

@@ -35,7 +35,11 @@ from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
 
 AIR_HU = -1000.0
-ACQUISITION_KEYS = ("photons", "blur_px", "scatter", "gain")
+DETECTOR_KEYS = ("photons", "blur_px", "scatter", "gain")
+# A system's calibration error: the views' magnification and the isocentre's
+# projection on the detector are off by a little.
+CALIBRATION_KEYS = ("magnification", "offset_px")
+ACQUISITION_KEYS = DETECTOR_KEYS + CALIBRATION_KEYS
 # Scatter reaches far across the detector: a halo of this many pixels (sigma).
 SCATTER_SIGMA_PX = 8.0
 
@@ -52,6 +56,12 @@ class Augmentation:
     scatter-to-primary ratio (a smooth halo added to the intensity), ``gain``
     the largest relative error of the flat field (exposure). Each view draws
     its own.
+
+    The calibration terms make the views of a system whose geometry is a
+    little off what the model assumes: ``magnification`` the largest relative
+    error of the source distances (the image scales about the isocentre's
+    projection), ``offset_px`` the largest shift of the isocentre's
+    projection on the detector (pixels, along each detector axis).
     """
 
     rotate_deg: float = 0.0  # uniform in [-rotate_deg, rotate_deg] about superior
@@ -61,6 +71,8 @@ class Augmentation:
     blur_px: float = 0.0
     scatter: float = 0.0
     gain: float = 0.0
+    magnification: float = 0.0
+    offset_px: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ACQUISITION_KEYS + ("rotate_deg", "shift_mm", "mirror"):
@@ -74,10 +86,12 @@ class Augmentation:
             raise ValueError(
                 f"train.augment.mirror is a probability in [0, 1], got {self.mirror!r}"
             )
-        if self.gain >= 1:
-            raise ValueError(
-                f"train.augment.gain is a relative error below 1, got {self.gain!r}"
-            )
+        for name in ("gain", "magnification"):
+            if getattr(self, name) >= 1:
+                raise ValueError(
+                    f"train.augment.{name} is a relative error below 1, "
+                    f"got {getattr(self, name)!r}"
+                )
 
     @property
     def moves(self) -> bool:
@@ -219,15 +233,53 @@ def detector_response(
     return (-torch.log(intensity)).to(views.dtype)
 
 
+def miscalibrated(
+    views: torch.Tensor, scale: torch.Tensor, offset_px: torch.Tensor
+) -> torch.Tensor:
+    """(V, H, W) line integrals as a system whose magnification is ``scale``
+    (V,) times the assumed one and whose isocentre projects ``offset_px``
+    (V, 2: columns, rows) pixels away from the detector's centre would see
+    them. A magnification error of a few percent is, to first order, a
+    scaling of the image about the isocentre's projection; the rays'
+    divergence barely changes. The edges continue the views' own edges."""
+    count, height, width = views.shape
+    theta = torch.zeros(count, 2, 3, dtype=torch.float32)
+    theta[:, 0, 0] = 1.0 / scale
+    theta[:, 1, 1] = 1.0 / scale
+    # Normalised units: the detector spans [-1, 1], i.e. W (H) pixels = 2.
+    theta[:, 0, 2] = -offset_px[:, 0] * 2.0 / width
+    theta[:, 1, 2] = -offset_px[:, 1] * 2.0 / height
+    grid = F.affine_grid(theta, [count, 1, height, width], align_corners=False)
+    warped = F.grid_sample(
+        views[:, None].float(),
+        grid,
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
+    return warped[:, 0].to(views.dtype)
+
+
 def acquired(
     views: torch.Tensor, augmentation: Augmentation, generator: torch.Generator
 ) -> torch.Tensor:
-    """(V, H, W) line integrals as a real detector would report them
+    """(V, H, W) line integrals as a real system would report them: its
+    calibration a little off (``miscalibrated``) and its detector's response
     (``detector_response``), each view drawing its own amounts up to
     ``augmentation``'s. Unchanged when the acquisition terms are off."""
     if not augmentation.acquires:
         return views
     count = views.shape[0]
+    if augmentation.magnification > 0 or augmentation.offset_px > 0:
+        scale = 1.0 + (2 * torch.rand(count, generator=generator) - 1) * (
+            augmentation.magnification
+        )
+        offset = (2 * torch.rand(count, 2, generator=generator) - 1) * (
+            augmentation.offset_px
+        )
+        views = miscalibrated(views, scale, offset)
+        if not any(getattr(augmentation, name) > 0 for name in DETECTOR_KEYS):
+            return views
 
     def draw(high: float) -> torch.Tensor:
         return torch.rand(count, generator=generator) * high
