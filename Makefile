@@ -41,7 +41,8 @@ run: install
 test: install lint
 	$(BIN)/pytest -q
 
-# The quick loop: lint, then every test but the end-to-end runs (marked slow).
+# The quick loop (about 2 minutes on 2 cores): lint, then every test but the
+# end-to-end ones (marked slow: Kedro projects, spawned ranks, the notebook).
 test-fast: install lint
 	$(BIN)/pytest -q -m "not slow"
 

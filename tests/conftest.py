@@ -1,4 +1,5 @@
-"""Shared fixtures: the tiny project (tests/tiny_project.py), run end to end once per session."""
+"""Shared fixtures: the tiny project (tests/tiny_project.py), run end to end
+once per session; and the `slow` mark, given to every end-to-end test."""
 
 from __future__ import annotations
 
@@ -7,6 +8,19 @@ from pathlib import Path
 import pytest
 
 from tiny_project import TinyProject, make_tiny_project
+
+# Fixtures that start a Kedro project or spawn training ranks: every test
+# that uses one is end to end, so `make test-fast` (-m "not slow") skips it
+# without each test having to say so.
+END_TO_END_FIXTURES = frozenset(
+    {"tiny_project", "fresh_tiny_project", "ddp_and_single", "stages"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if END_TO_END_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

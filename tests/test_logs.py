@@ -12,6 +12,8 @@ import sys
 import termios
 from pathlib import Path
 
+import pytest
+
 import ct_pipeline
 from ct_pipeline.logs import for_a_terminal
 from tiny_project import REPO_ROOT
@@ -42,6 +44,7 @@ def _start(stdout: int, stderr: int) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.slow  # a Python process importing Kedro
 def test_a_run_redirected_to_a_file_logs_one_plain_line_per_record(tmp_path):
     """Issue: `make run > log.txt` gave thousands of redrawn bar lines and
     epoch lines wrapped over three 80-column lines."""
@@ -58,6 +61,7 @@ def test_a_run_redirected_to_a_file_logs_one_plain_line_per_record(tmp_path):
     assert len(lines) == 3, lines
 
 
+@pytest.mark.slow  # a Python process importing Kedro
 def test_a_terminal_gets_rich_and_the_bar():
     parent, child = pty.openpty()
     # A 120 x 24 terminal: a new pty has no size, and tqdm draws nothing in 0 columns.

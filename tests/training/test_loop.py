@@ -177,7 +177,13 @@ def test_steps_per_epoch_bounds_an_epoch(data, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "switch", ["activation_checkpointing", "compile"], ids=["checkpointing", "compile"]
+    "switch",
+    [
+        "activation_checkpointing",
+        # Inductor compiles the model: about a minute on 2 cores.
+        pytest.param("compile", marks=pytest.mark.slow),
+    ],
+    ids=["checkpointing", "compile"],
 )
 def test_gpu_switches_compute_the_eager_loss(data, tmp_path, switch):
     """The GPU switches on the CPU path: activation checkpointing, and
@@ -297,6 +303,7 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(data, tmp_path):
         train_model(volumes, drr_sets, SPLIT, config, loss_factory=poisoned_loss_call3)
 
 
+@pytest.mark.slow  # spawns two ranks
 def test_nan_on_one_rank_stops_both_ranks(data, tmp_path):
     volumes, drr_sets = data
     config = make_config(tmp_path, world_size=2, batch_size_per_device=1)
@@ -306,6 +313,7 @@ def test_nan_on_one_rank_stops_both_ranks(data, tmp_path):
         )
 
 
+@pytest.mark.slow  # spawns two ranks
 def test_a_rank_that_dies_ends_the_run_with_an_error(data, tmp_path):
     volumes, drr_sets = data
     config = make_config(tmp_path, world_size=2, batch_size_per_device=1)
