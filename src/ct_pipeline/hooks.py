@@ -258,10 +258,23 @@ class RunSummaryHook:
         logger.info("\n".join(lines))
 
 
+# The alias of the newest version of each registered model. MLflow reserves
+# "latest"; "champion" is for a person to give after review.
+CANDIDATE_ALIAS = "candidate"
+
+
+def registered_name(run_name: str) -> str:
+    """The registry's name for a run's model, e.g. ``ct_pipeline-small-2v``:
+    one registered model per model and view count, one version per training."""
+    return f"ct_pipeline-{run_name}"
+
+
 class ModelCardHook:
     """Writes MODEL_CARD.md beside the model that the run logged (kedro-mlflow
     logs it in its own ``after_pipeline_run``, which runs before this one),
-    from the run's own parameters, metrics and tags."""
+    from the run's own parameters, metrics and tags, and registers the model
+    as a new version of ``registered_name(run name)``, aliased
+    ``CANDIDATE_ALIAS``."""
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -285,3 +298,13 @@ class ModelCardHook:
             path.write_text(card)
             for model in models:
                 client.log_model_artifact(model.model_id, str(path))
+        name = registered_name(data.tags.get("mlflow.runName", "model"))
+        for model in models:
+            version = mlflow.register_model(model.model_uri, name)
+            client.set_registered_model_alias(name, CANDIDATE_ALIAS, version.version)
+            logger.info(
+                "Registered the model as %s version %s (alias @%s)",
+                name,
+                version.version,
+                CANDIDATE_ALIAS,
+            )

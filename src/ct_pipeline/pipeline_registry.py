@@ -7,12 +7,29 @@ best checkpoint as its artifact, so ``mlflow.pyfunc.load_model`` can serve it.
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import requires, version
+from pathlib import Path
+
 from kedro.pipeline import Pipeline
 from kedro_mlflow.pipeline import pipeline_ml_factory
 
+import ct_pipeline
 from ct_pipeline.pipelines import drr, evaluate, predict, train
 
 MODEL_ARTIFACT = "reconstructor"
+
+
+def model_requirements() -> list[str]:
+    """What serving the logged model installs: the project's own runtime
+    dependencies, torch pinned to the release installed here (its build, CPU
+    or CUDA, is the server's choice). The project's code itself travels with
+    the model (``code_paths``): it is on no package index."""
+    torch_release = version("torch").split("+")[0]
+    runtime = [r for r in requires("ct_pipeline") or [] if "extra ==" not in r]
+    return [f"torch=={torch_release}"] + [
+        r for r in runtime if re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] != "torch"
+    ]
 
 
 def _with_model_logging(training: Pipeline) -> Pipeline:
@@ -22,7 +39,8 @@ def _with_model_logging(training: Pipeline) -> Pipeline:
         input_name="drr_input",
         log_model_kwargs={
             "name": MODEL_ARTIFACT,
-            "pip_requirements": ["ct_pipeline"],
+            "pip_requirements": model_requirements(),
+            "code_paths": [str(Path(ct_pipeline.__file__).parent)],
             # Inputs are dicts of arrays; no tabular signature describes them.
             "signature": None,
         },

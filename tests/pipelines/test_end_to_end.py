@@ -289,3 +289,47 @@ def test_logged_model_carries_a_model_card_of_its_run(
     assert f"| {metrics['test/psnr_3d']:.2f} |" in card
     assert "synthetic chest phantoms" in card
     assert "not for clinical use" in card
+
+
+def test_the_model_is_registered_under_its_run_name_with_an_alias(
+    tiny_project, mlflow_run
+):
+    client, run = mlflow_run
+    name = f"ct_pipeline-{run.data.tags['mlflow.runName']}"
+    candidate = client.get_model_version_by_alias(name, "candidate")
+    assert candidate.run_id == run.info.run_id
+    # The newest version carries the alias: one version per training.
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert int(candidate.version) == max(int(v.version) for v in versions)
+
+
+def test_the_logged_model_installs_torch_as_pinned_and_carries_its_code(
+    tiny_project, mlflow_run, tmp_path
+):
+    from importlib.metadata import version
+
+    import mlflow
+
+    client, run = mlflow_run
+    (model,) = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    mlflow.set_tracking_uri(tiny_project.tracking_uri)
+    folder = Path(
+        mlflow.artifacts.download_artifacts(model.model_uri, dst_path=str(tmp_path))
+    )
+    requirements = (folder / "requirements.txt").read_text().split()
+    assert f"torch=={version('torch').split('+')[0]}" in requirements
+    assert "ct_pipeline" not in requirements  # on no package index
+    assert (folder / "code/ct_pipeline/inference.py").is_file()
+
+
+def test_the_experiment_opens_for_model_training_and_the_run_says_what_it_is(
+    mlflow_run,
+):
+    client, run = mlflow_run
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    description = run.data.tags["mlflow.note.content"]
+    assert f"from {run.data.tags['ct_pipeline.num_views']} views" in description
