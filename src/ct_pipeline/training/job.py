@@ -46,9 +46,12 @@ def build_model_from_config(
 
 def build_loss_from_config(config: TrainConfig) -> nn.Module:
     from ct_pipeline.losses import ReconstructionLoss
+    from ct_pipeline.training.adversarial import ADVERSARIAL
 
     extra = {} if config.perceptual is None else {"perceptual": config.perceptual}
-    return ReconstructionLoss(weights=config.loss_weights, **extra)
+    # The adversarial term is the Adversary's (training/adversarial.py), not this loss's.
+    weights = {k: v for k, v in (config.loss_weights or {}).items() if k != ADVERSARIAL}
+    return ReconstructionLoss(weights=weights, **extra)
 
 
 @dataclass
