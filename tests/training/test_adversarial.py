@@ -162,8 +162,18 @@ def test_resume_restores_the_critic_and_its_optimiser(data, tmp_path):
 
 
 def test_the_checkpoint_identity_changes_with_the_weight(tmp_path):
-    hashes = {
-        make_config(tmp_path, loss_weights={"adversarial": w}).identity_hash({})
-        for w in (0.0, 0.01, 0.1)
-    }
-    assert len(hashes) == 3
+    def identity(weights: dict[str, float] | None) -> str:
+        return make_config(tmp_path, loss_weights=weights).identity_hash({})
+
+    # Weight 0 trains as before the option existed, so its checkpoints resume.
+    plain = identity(dict(DEFAULT_WEIGHTS))
+    assert identity({**DEFAULT_WEIGHTS, "adversarial": 0.0}) == plain
+    with_critic = {identity({**DEFAULT_WEIGHTS, "adversarial": w}) for w in (0.01, 0.1)}
+    assert len({plain, *with_critic}) == 3
+
+
+def test_the_study_adversarial_row_keeps_the_six_terms_and_adds_the_critic():
+    from ct_pipeline.evaluation.study import component_variants
+
+    (variant,) = component_variants("small", 2, ["adversarial"])
+    assert variant.loss_weights == {**DEFAULT_WEIGHTS, "adversarial": 0.01}

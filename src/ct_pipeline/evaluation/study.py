@@ -30,8 +30,8 @@ from ct_pipeline.metrics import evaluate_volume, hf_energy_ratio, to_unit
 from ct_pipeline.models import count_parameters
 from ct_pipeline.models.configs import BP_UNET
 from ct_pipeline.training import TrainConfig, train_model
-from ct_pipeline.training.adversarial import ADVERSARIAL
 from ct_pipeline.training.bundle import trained_bundle
+from ct_pipeline.training.config import ADVERSARIAL
 from ct_pipeline.training.data import load_one
 from ct_pipeline.training.sink import MetricSink
 

@@ -24,8 +24,8 @@ from ct_pipeline.inference import Refinement
 from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.models import ModelConfig
 from ct_pipeline.training import TrainConfig
-from ct_pipeline.training.adversarial import ADVERSARIAL
 from ct_pipeline.training.augment import Augmentation
+from ct_pipeline.training.config import ADVERSARIAL
 
 # Each known key maps to the tree of its sub-keys, or to None where any value
 # is accepted (a number, a list, null).

@@ -16,7 +16,7 @@ networks never touch each other's gradients:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,12 +24,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.discriminator import PatchDiscriminator3d
-from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.config import ADVERSARIAL, TrainConfig
+from ct_pipeline.training.job import Place
 
-if TYPE_CHECKING:  # job.py imports this module's key: no cycle at run time
-    from ct_pipeline.training.job import Place
-
-ADVERSARIAL = "adversarial"  # its key in train.loss_weights
 # pix2pix / X2CT-GAN's critic optimiser: Adam, beta1 0.5.
 BETAS = (0.5, 0.999)
 

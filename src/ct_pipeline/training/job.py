@@ -18,7 +18,7 @@ from torch import nn
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.config import ADVERSARIAL, TrainConfig
 from ct_pipeline.training.sink import MetricSink
 
 ModelFactory = Callable[[TrainConfig, Geometry, int, float], nn.Module]
@@ -46,7 +46,6 @@ def build_model_from_config(
 
 def build_loss_from_config(config: TrainConfig) -> nn.Module:
     from ct_pipeline.losses import ReconstructionLoss
-    from ct_pipeline.training.adversarial import ADVERSARIAL
 
     extra = {} if config.perceptual is None else {"perceptual": config.perceptual}
     # The adversarial term is the Adversary's (training/adversarial.py), not this loss's.
