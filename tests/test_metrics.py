@@ -224,3 +224,19 @@ def test_ncc_is_pearsons_r():
     assert ncc(x, np.ones_like(x)) == 0.0
     noisy = x + np.random.default_rng(0).normal(0, 3, x.shape)
     assert ncc(x, noisy) == pytest.approx(np.corrcoef(x.ravel(), noisy.ravel())[0, 1])
+
+
+def test_hf_energy_ratio_of_analytic_waves():
+    from ct_pipeline.metrics import hf_energy_ratio
+
+    i = torch.arange(16, dtype=torch.float64)[:, None, None].expand(16, 16, 16)
+    fine = torch.cos(2 * torch.pi * 6 / 16 * i)  # 0.375 cycles/voxel: above the cutoff
+    coarse = torch.cos(2 * torch.pi * 1 / 16 * i)  # 0.0625: below it
+    # Half the fine wave's amplitude is a quarter of its energy; the coarse
+    # wave adds none above the cutoff, whatever its size.
+    assert hf_energy_ratio(0.5 * fine + 3 * coarse, fine) == pytest.approx(0.25)
+    assert hf_energy_ratio(fine, fine) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="no energy above the cutoff"):
+        hf_energy_ratio(fine, torch.zeros_like(fine))
+    with pytest.raises(ValueError, match="cutoff must be in"):
+        hf_energy_ratio(fine, fine, cutoff=0.0)

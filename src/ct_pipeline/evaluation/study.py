@@ -26,11 +26,12 @@ from matplotlib.figure import Figure
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.inference import Refinement, reconstruct
 from ct_pipeline.losses import DEFAULT_WEIGHTS
-from ct_pipeline.metrics import evaluate_volume, to_unit
+from ct_pipeline.metrics import evaluate_volume, hf_energy_ratio, to_unit
 from ct_pipeline.models import count_parameters
 from ct_pipeline.models.configs import BP_UNET
 from ct_pipeline.training import TrainConfig, train_model
 from ct_pipeline.training.bundle import trained_bundle
+from ct_pipeline.training.config import ADVERSARIAL
 from ct_pipeline.training.data import load_one
 from ct_pipeline.training.sink import MetricSink
 
@@ -47,7 +48,9 @@ L1_SSIM_ONLY = {
     name: (DEFAULT_WEIGHTS[name] if name in ("l1", "ssim") else 0.0)
     for name in DEFAULT_WEIGHTS
 }
-COMPONENTS = ("full", *COMPONENT_SWITCHES, "loss_l1_ssim")
+# The adversarial row: X2CT-GAN-scale weight beside the six terms.
+STUDY_ADVERSARIAL_WEIGHT = 0.01
+COMPONENTS = ("full", *COMPONENT_SWITCHES, "loss_l1_ssim", "adversarial")
 # Columns of both tables, in order.
 COLUMNS = (
     "variant",
@@ -60,6 +63,7 @@ COLUMNS = (
     "mae_hu",
     "psnr_slice",
     "ssim_slice",
+    "hf_energy_ratio",
     "train_s",
     "epochs",
     "best_epoch",
@@ -134,6 +138,9 @@ def component_variants(
             variants.append(Variant("hybrid", model, num_views))
         elif name == "loss_l1_ssim":
             variants.append(Variant(name, model, num_views, loss_weights=L1_SSIM_ONLY))
+        elif name == "adversarial":
+            weights = {**DEFAULT_WEIGHTS, ADVERSARIAL: STUDY_ADVERSARIAL_WEIGHT}
+            variants.append(Variant(name, model, num_views, loss_weights=weights))
         else:
             variants.append(Variant(name, model, num_views, COMPONENT_SWITCHES[name]))
     return variants
@@ -163,13 +170,13 @@ def run_variant(
     for patient in sorted(split["test"]):
         truth: CTVolume = load_one(volumes[patient])
         predicted = reconstruct(network, bundle, load_one(drr_sets[patient]))
+        pred_unit = to_unit(predicted.hu, config.hu_window)
+        true_unit = to_unit(truth.hu, config.hu_window)
         scores.append(
-            evaluate_volume(
-                to_unit(predicted.hu, config.hu_window),
-                to_unit(truth.hu, config.hu_window),
-                truth.hu,
-                config.hu_window,
-            )
+            {
+                **evaluate_volume(pred_unit, true_unit, truth.hu, config.hu_window),
+                "hf_energy_ratio": hf_energy_ratio(pred_unit, true_unit),
+            }
         )
     means = {k: float(np.mean([s[k] for s in scores])) for k in scores[0]}
     return {

@@ -25,6 +25,7 @@ from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.models import ModelConfig
 from ct_pipeline.training import TrainConfig
 from ct_pipeline.training.augment import Augmentation
+from ct_pipeline.training.config import ADVERSARIAL
 
 # Each known key maps to the tree of its sub-keys, or to None where any value
 # is accepted (a number, a list, null).
@@ -40,7 +41,7 @@ TYPED_GROUPS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("train",): _fields(TrainConfig),
     ("train", "model_overrides"): _fields(ModelConfig),
     ("train", "augment"): _fields(Augmentation),
-    ("train", "loss_weights"): tuple(DEFAULT_WEIGHTS),
+    ("train", "loss_weights"): (*DEFAULT_WEIGHTS, ADVERSARIAL),
     ("refinement",): _fields(Refinement),
     ("drr", "geometry"): _fields(Geometry),
 }

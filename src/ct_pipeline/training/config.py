@@ -19,6 +19,8 @@ from ct_pipeline.training.augment import Augmentation
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BACKENDS = ("auto", "nccl", "gloo")
 DEVICES = ("auto", "cpu", "cuda")
+# The adversarial term's key in loss_weights (training/adversarial.py).
+ADVERSARIAL = "adversarial"
 # Fields that never change the weights: where files go, which hardware runs,
 # and how long a rank may wait. Everything else (model, views, target, loss,
 # seed, optimiser, schedule, epochs, validation cadence, which picks the best
@@ -223,6 +225,13 @@ class TrainConfig:
             if name not in NON_IDENTITY_FIELDS
         }
         identity["global_batch"] = self.global_batch
+        weights = identity["loss_weights"]
+        if weights is not None and weights.get(ADVERSARIAL) == 0:
+            # Weight 0 builds no critic: the same weights as without the key,
+            # so checkpoints from before the option still resume.
+            identity["loss_weights"] = {
+                k: v for k, v in weights.items() if k != ADVERSARIAL
+            }
         return identity
 
     def identity_hash(self, data_signature: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ from torch import nn
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.config import ADVERSARIAL, TrainConfig
 from ct_pipeline.training.sink import MetricSink
 
 ModelFactory = Callable[[TrainConfig, Geometry, int, float], nn.Module]
@@ -48,7 +48,9 @@ def build_loss_from_config(config: TrainConfig) -> nn.Module:
     from ct_pipeline.losses import ReconstructionLoss
 
     extra = {} if config.perceptual is None else {"perceptual": config.perceptual}
-    return ReconstructionLoss(weights=config.loss_weights, **extra)
+    # The adversarial term is the Adversary's (training/adversarial.py), not this loss's.
+    weights = {k: v for k, v in (config.loss_weights or {}).items() if k != ADVERSARIAL}
+    return ReconstructionLoss(weights=weights, **extra)
 
 
 @dataclass
