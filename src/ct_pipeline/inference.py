@@ -48,7 +48,15 @@ class Refinement:
     the views are not to be trusted exactly (noise, a renderer that models the
     real detector only approximately). The third term suppresses the streaks
     that fitting a few views adds along their rays, which no real anatomy has.
-    ``steps: 0`` turns it off.
+
+    Args:
+        steps: Adam steps, an integer >= 0; 0 turns the refinement off.
+        lr: Adam step size in the network's [0, 1] units, > 0.
+        prior_weight: Weight of the pull toward the network's volume, >= 0.
+        tv_weight: Weight of the total variation, >= 0.
+
+    Raises:
+        ValueError: A field is out of range.
     """
 
     steps: int = 0
@@ -95,14 +103,23 @@ class Refinement:
 class ModelBundle:
     """Trained weights with everything that rebuilds and labels them.
 
-    ``grid`` is the cube the network predicts, centred on the isocentre (a
-    prediction moves it to its DRR set's isocentre). ``trained_in_run`` is the
-    tracking run that trained the weights, if any: runs that score or use the
-    bundle later are tagged with it. ``dataset_id`` names the data set it was
-    trained on (its manifest's id), if known. ``split`` holds the patient ids
-    of each part (train / val / test) the weights were trained and selected
-    on, so that an evaluation never scores a patient they have seen; None in
-    bundles written before it was recorded.
+    Args:
+        state_dict: The network's weights.
+        model: Name of the architecture that ``build_model`` builds.
+        model_overrides: Architecture options changed from the named model's.
+        geometry: Source, detector and beam of the views it was trained on.
+        grid: The cube the network predicts, centred on the isocentre (a
+            prediction moves it to its DRR set's isocentre).
+        angles_deg: The view angles it takes, in the order it takes them.
+        hu_window: (low, high) HU that the network's [0, 1] output spans.
+        trained_in_run: The tracking run that trained the weights, if any:
+            runs that score or use the bundle later are tagged with it.
+        refinement: Physics refinement applied after the network.
+        dataset_id: The id of the data set's manifest it was trained on, if known.
+        split: Patient ids of each part (train / val / test) the weights were
+            trained and selected on, so that an evaluation never scores a
+            patient they have seen; None in bundles written before it was
+            recorded.
     """
 
     state_dict: Mapping[str, torch.Tensor]
@@ -268,8 +285,15 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
     """The HU volume (RAS+, true affine) reconstructed from the views the model
     knows: the network's volume, then the bundle's physics refinement.
 
-    ``network`` is ``bundle.network()``, built once by a caller that
-    reconstructs many patients.
+    Args:
+        network: ``bundle.network()``, built once by a caller that
+            reconstructs many patients.
+        bundle: The trained model: its angles, grid, window and refinement.
+        drr_set: The patient's views; it must hold the bundle's angles and
+            geometry.
+
+    Raises:
+        ValueError: ``drr_set`` does not match the bundle (see ``check_input``).
     """
     check_input(drr_set, bundle)
     views = drr_set.select(bundle.angles_deg)

@@ -29,8 +29,17 @@ def preprocess_ct(
 ) -> CTVolume:
     """Return the ``volume_size``^3 cube at ``target_spacing_mm`` centred on the body.
 
-    The body centre is the centre of the bounding box of HU > body_threshold_hu
-    (the volume centre when nothing is above it); voxels outside the input are air.
+    Voxels outside the input are air.
+
+    Args:
+        ct: Input volume in HU, any spacing.
+        target_spacing_mm: Isotropic output spacing, > 0.
+        volume_size: Voxels per side of the output cube, >= 1.
+        body_threshold_hu: The body is HU above this; the cube centres on its
+            bounding box (on the volume centre when nothing is above it).
+
+    Raises:
+        ValueError: ``target_spacing_mm`` or ``volume_size`` is out of range.
     """
     if target_spacing_mm <= 0:
         raise ValueError(f"target_spacing_mm must be > 0, got {target_spacing_mm}")

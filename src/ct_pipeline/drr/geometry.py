@@ -30,8 +30,18 @@ Beam = Literal["cone", "parallel"]
 class Geometry:
     """Source, detector and beam of one acquisition (all distances in mm).
 
-    ``detector_px`` is (rows, columns) = (H, W). For a parallel beam the
-    source distances only place the ray origins outside the volume.
+    For a parallel beam the source distances only place the ray origins
+    outside the volume.
+
+    Args:
+        sad_mm: Source to isocentre (axis) distance; 0 < sad_mm < sdd_mm.
+        sdd_mm: Source to detector distance.
+        detector_px: Detector (rows, columns) = (H, W); an int means square.
+        pixel_mm: Detector pixel pitch, > 0.
+        beam: ``"cone"`` (point source) or ``"parallel"``.
+
+    Raises:
+        ValueError: A value is not finite, out of range or of the wrong shape.
     """
 
     sad_mm: float = 1000.0

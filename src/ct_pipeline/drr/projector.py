@@ -111,10 +111,19 @@ def project(
     angles_deg: torch.Tensor | np.ndarray | list[float],
     isocentre_mm: torch.Tensor | np.ndarray,
 ) -> torch.Tensor:
-    """Line integrals of ``mu`` (I, J, K) in 1/mm along every ray: (V, H, W).
+    """Line integrals of ``mu`` along every ray: (V, H, W).
 
-    ``affine`` maps voxel indices to RAS+ mm and must be diagonal-positive.
     Runs on mu's device and dtype float32; differentiable w.r.t. ``mu``.
+
+    Args:
+        mu: Attenuation (I, J, K) in 1/mm.
+        affine: 4x4 voxel index -> RAS+ mm; must be diagonal-positive.
+        geometry: Source, detector and beam of the views.
+        angles_deg: One gantry angle per view (V of them).
+        isocentre_mm: RAS+ point (3,) the gantry turns about.
+
+    Raises:
+        ValueError: ``mu`` is not 3-D or ``affine`` is not diagonal-positive.
     """
     if mu.ndim != 3:
         raise ValueError(f"mu must be (I, J, K), got shape {tuple(mu.shape)}")
@@ -174,8 +183,17 @@ def render_drrs(
 ) -> np.ndarray:
     """DRRs of a CT: (V, H, W) float32 line integrals, isocentre at its centre.
 
-    Realism is off by default; ``photons_per_pixel`` adds seeded Poisson noise
-    and ``blur_sigma_px`` a detector blur (see physics.py).
+    Realism is off by default (see physics.py for the noise and blur models).
+
+    Args:
+        ct: Volume in HU with its affine.
+        geometry: Source, detector and beam of the views.
+        angles_deg: One gantry angle per view.
+        mu_water_per_mm: Attenuation of water, which scales HU to 1/mm.
+        device: Where to trace the rays; None keeps the CPU.
+        photons_per_pixel: Adds seeded Poisson noise at this dose; None adds none.
+        blur_sigma_px: Gaussian detector blur in pixels; 0 adds none.
+        seed: Seed of the Poisson noise.
     """
     mu = hu_to_mu(
         torch.from_numpy(np.ascontiguousarray(ct.hu, dtype=np.float32)), mu_water_per_mm

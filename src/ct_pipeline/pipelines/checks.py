@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from ct_pipeline.ct.io import parse_orientation
 from ct_pipeline.drr.geometry import Geometry, resolve_angles
@@ -42,14 +42,69 @@ def _positive_number(value: Any) -> bool:
     )
 
 
+def _integer_at_least(low: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _volume_size(value: Any) -> bool:
+    return _integer_at_least(MIN_VOLUME_SIZE)(value) and value % SIZE_MULTIPLE == 0
+
+
+def _fractions(value: Any) -> bool:
+    if value is None:  # the split's own default
+        return True
+    values = list(dict(value).values())
+    return (
+        all(_positive_number(v) or v == 0 for v in values)
+        and abs(sum(values) - 1) < 1e-6
+    )
+
+
+class Rule(NamedTuple):
+    """``stage.field`` must pass ``test``; checked where the field is given, or
+    wherever the stage is given when ``required``."""
+
+    key: str
+    test: Callable[[Any], bool]
+    expected: str
+    required: bool = False
+
+
+# Values no constructor checks; the typed ones (Geometry, TrainConfig,
+# Refinement, ...) are built in check_parameters so their rules stay in them.
+RULES: tuple[Rule, ...] = (
+    Rule("phantoms.count", _integer_at_least(1), "an integer >= 1"),
+    Rule("phantoms.size_vox", _integer_at_least(1), "an integer >= 1"),
+    Rule("phantoms.spacing_mm", _positive_number, "a number > 0"),
+    Rule("phantoms.replace_real_ct", lambda v: isinstance(v, bool), "true or false"),
+    Rule(
+        "preprocess.volume_size",
+        _volume_size,
+        f"an integer multiple of {SIZE_MULTIPLE}, >= {MIN_VOLUME_SIZE} (e.g. 32, 64, 128)",
+    ),
+    Rule("preprocess.target_spacing_mm", _positive_number, "a number > 0"),
+    Rule("drr.mu_water_per_mm", _positive_number, "a number > 0", required=True),
+    Rule(
+        "evaluate.figures_patients",
+        _integer_at_least(1),
+        "an integer >= 1 (the first is the run's headline figure)",
+    ),
+    Rule("split.fractions", _fractions, "train/val/test fractions >= 0 summing to 1"),
+)
+
+
 def check_parameters(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
     """Raise ParameterError naming every unknown key (against ``defaults``,
     conf/base's parameters) and every invalid value of the stages present."""
     params, problems = split_known(params, known_keys(defaults))
 
-    def check(key: str, ok: bool, expected: str, value: Any) -> None:
-        if not ok:
-            problems.append(f"{key}: expected {expected}, got {value!r}")
+    for rule in RULES:
+        stage_name, field = rule.key.split(".")
+        stage = params.get(stage_name) or {}
+        if field in stage or (rule.required and stage):
+            value = stage.get(field)
+            if not rule.test(value):
+                problems.append(f"{rule.key}: expected {rule.expected}, got {value!r}")
 
     def attempt(key: str, build: Callable[[], object]) -> object | None:
         try:
@@ -58,51 +113,11 @@ def check_parameters(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
             problems.append(f"{key}: {error}")
             return None
 
-    phantoms = params.get("phantoms") or {}
-    for name in ("count", "size_vox"):
-        if name in phantoms:
-            value = phantoms[name]
-            check(
-                f"phantoms.{name}",
-                isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-                "an integer >= 1",
-                value,
-            )
-    if "spacing_mm" in phantoms:
-        value = phantoms["spacing_mm"]
-        check("phantoms.spacing_mm", _positive_number(value), "a number > 0", value)
-    if "replace_real_ct" in phantoms:
-        value = phantoms["replace_real_ct"]
-        check(
-            "phantoms.replace_real_ct", isinstance(value, bool), "true or false", value
-        )
-
     orientation = (params.get("raw") or {}).get("assume_orientation")
     if orientation is not None:
         attempt("raw.assume_orientation", lambda: parse_orientation(orientation))
 
     preprocess = params.get("preprocess") or {}
-    if "volume_size" in preprocess:
-        size = preprocess["volume_size"]
-        check(
-            "preprocess.volume_size",
-            isinstance(size, int)
-            and not isinstance(size, bool)
-            and size >= MIN_VOLUME_SIZE
-            and size % SIZE_MULTIPLE == 0,
-            f"an integer multiple of {SIZE_MULTIPLE}, >= {MIN_VOLUME_SIZE} "
-            "(e.g. 32, 64, 128)",
-            size,
-        )
-    if "target_spacing_mm" in preprocess:
-        value = preprocess["target_spacing_mm"]
-        check(
-            "preprocess.target_spacing_mm",
-            _positive_number(value),
-            "a number > 0",
-            value,
-        )
-
     drr = params.get("drr") or {}
     geometry = rendered = None
     if drr:
@@ -113,8 +128,6 @@ def check_parameters(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
             "drr.num_views / drr.angles_deg",
             lambda: resolve_angles(drr.get("num_views"), drr.get("angles_deg")),
         )
-        value = drr.get("mu_water_per_mm")
-        check("drr.mu_water_per_mm", _positive_number(value), "a number > 0", value)
 
     train = params.get("train")
     if train is not None:
@@ -123,37 +136,14 @@ def check_parameters(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
             missing = [
                 a for a in config.angles if not any(abs(a - r) < 1e-6 for r in rendered)
             ]
-            check(
-                "train.num_views / train.angles_deg",
-                not missing,
-                f"views among the rendered drr angles {rendered}",
-                config.angles,
-            )
+            if missing:
+                problems.append(
+                    "train.num_views / train.angles_deg: expected views among the "
+                    f"rendered drr angles {rendered}, got {config.angles!r}"
+                )
 
     if "refinement" in params:
         attempt("refinement", lambda: Refinement(**dict(params["refinement"] or {})))
-
-    evaluate = params.get("evaluate") or {}
-    if "figures_patients" in evaluate:
-        value = evaluate["figures_patients"]
-        check(
-            "evaluate.figures_patients",
-            isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-            "an integer >= 1 (the first is the run's headline figure)",
-            value,
-        )
-
-    split = params.get("split") or {}
-    fractions = split.get("fractions")
-    if fractions is not None:
-        values = list(dict(fractions).values())
-        check(
-            "split.fractions",
-            all(_positive_number(v) or v == 0 for v in values)
-            and abs(sum(values) - 1) < 1e-6,
-            "train/val/test fractions >= 0 summing to 1",
-            fractions,
-        )
 
     if problems:
         raise ParameterError(
