@@ -13,7 +13,7 @@ from ct_pipeline.evaluation.figures import (
     training_curves_figure,
 )
 
-# RAS+ array axes (DESIGN.md s.2): the high end of i, j, k is R, A, S.
+# RAS+ array axes (docs/architecture.md, Conventions): the high end of i, j, k is R, A, S.
 HIGH_END = {"R": (0, True), "L": (0, False), "A": (1, True), "P": (1, False)}
 HIGH_END |= {"S": (2, True), "I": (2, False)}
 
