@@ -27,6 +27,9 @@ from ct_pipeline.pipelines.checks import check_parameters
 
 logger = logging.getLogger(__name__)
 
+# The MLflow UI's page of experiments in its model-training view.
+UI_URL = "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
+
 
 def base_parameters(config_loader: Any) -> dict[str, Any]:
     """The parameters of the base environment alone (conf/base): the keys the
@@ -253,7 +256,8 @@ class RunSummaryHook:
             lines += [
                 f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}",
                 f"  open it with `{ui_command()}` (or `make mlflow-ui`),"
-                " then http://127.0.0.1:5000",
+                # MLflow 3 opens in its GenAI view unless asked for this one.
+                f" then {UI_URL}",
             ]
         logger.info("\n".join(lines))
 
