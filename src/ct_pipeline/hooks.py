@@ -16,6 +16,7 @@ import mlflow
 from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 from kedro.io import DatasetError
+from kedro_mlflow.pipeline.pipeline_ml import PipelineML
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -24,6 +25,8 @@ from ct_pipeline.datasets.layers import ManifestDataset, StagedLayer
 from ct_pipeline.evaluation.model_card import CARD_NAME, model_card
 from ct_pipeline.lock import acquire, process_alive, release
 from ct_pipeline.pipelines.checks import check_parameters
+from ct_pipeline.pipelines.predict.serving import served_input, served_signature
+from ct_pipeline.training.data import load_one
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +263,26 @@ class RunSummaryHook:
                 f" then {UI_URL}",
             ]
         logger.info("\n".join(lines))
+
+
+class ServedModelHook:
+    """Gives the model that kedro-mlflow logs at the end of a training run
+    (``pipeline_registry``) its signature and an input example: the views of
+    the first test patient. Both need the trained model and the run's data, so
+    they are set here, just before kedro-mlflow's own ``after_pipeline_run``
+    logs the model with them."""
+
+    @hook_impl(tryfirst=True)
+    def after_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
+        if not isinstance(pipeline, PipelineML):
+            return  # this pipeline logs no model (drr, evaluate, predict)
+        best_model = catalog.load("best_model")
+        patient = catalog.load("patient_split")["test"][0]
+        drr = load_one(catalog.load("drr_sets")[patient])
+        pipeline.log_model_kwargs |= {
+            "signature": served_signature(best_model),
+            "input_example": served_input(drr, best_model),
+        }
 
 
 # The alias of the newest version of each registered model. MLflow reserves

@@ -41,7 +41,7 @@ def _with_model_logging(training: Pipeline) -> Pipeline:
             "name": MODEL_ARTIFACT,
             "pip_requirements": model_requirements(),
             "code_paths": [str(Path(ct_pipeline.__file__).parent)],
-            # Inputs are dicts of arrays; no tabular signature describes them.
+            # Set per run by hooks.ServedModelHook, from the trained model.
             "signature": None,
         },
     )

@@ -37,6 +37,7 @@ from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
     ParameterCheckHook,
     RunOwnerHook,
     RunSummaryHook,
+    ServedModelHook,
     SystemMetricsHook,
 )
 
@@ -46,5 +47,6 @@ HOOKS = (
     SystemMetricsHook(),
     RunOwnerHook(),
     RunSummaryHook(),
+    ServedModelHook(),
     ModelCardHook(),
 )

@@ -342,3 +342,49 @@ def test_the_experiment_opens_for_model_training_and_the_run_says_what_it_is(
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     description = run.data.tags["mlflow.note.content"]
     assert f"from {run.data.tags['ct_pipeline.num_views']} views" in description
+
+
+def test_the_logged_model_has_a_signature_and_an_input_example(
+    tiny_project, mlflow_run, tmp_path
+):
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    client, run = mlflow_run
+    (model,) = client.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run.info.run_id}'",
+    )
+    mlflow.set_tracking_uri(tiny_project.tracking_uri)
+    folder = mlflow.artifacts.download_artifacts(
+        model.model_uri, dst_path=str(tmp_path)
+    )
+    logged = Model.load(folder)
+    signature = logged.signature
+    assert signature is not None
+    assert signature.inputs.input_names() == [
+        "projections",
+        "angles_deg",
+        "isocentre_mm",
+    ]
+    size = _volume_size(tiny_project)
+    assert [spec.shape for spec in signature.outputs.inputs] == [(size,) * 3, (4, 4)]
+    # The example: a test patient's views, those the model takes.
+    example = logged.load_input_example(folder)
+    views = tiny_project.params["train"]["num_views"]
+    assert example["projections"].shape[0] == example["angles_deg"].shape[0] == views
+    served = mlflow.pyfunc.load_model(folder)
+    wrong = {**example, "projections": example["projections"].astype(np.float64)}
+    with pytest.raises(MlflowException, match="dtype"):
+        served.predict(wrong)
+
+
+def test_the_run_holds_the_best_epoch_beside_the_last(mlflow_run):
+    client, run = mlflow_run
+    history = client.get_metric_history(run.info.run_id, "val/psnr_3d")
+    best = max(history, key=lambda point: point.value)
+    metrics = run.data.metrics
+    assert metrics["best/epoch"] == best.step
+    assert metrics["best/val_psnr_3d"] == pytest.approx(best.value)
+    assert "best/val_ssim_3d" in metrics

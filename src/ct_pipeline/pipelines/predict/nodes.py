@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ct_pipeline.ct import CTVolume
-from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.drr import DRRSet
 from ct_pipeline.evaluation.figures import radiograph_figure
 from ct_pipeline.inference import (
     ModelBundle,
@@ -128,8 +128,8 @@ def reconstruct_request(
 ) -> dict[str, np.ndarray]:
     """The served model's entry: one DRR set as plain arrays in, HU volume + affine out.
 
-    ``drr_input`` = {"projections": (V, H, W), "angles_deg": (V,), "isocentre_mm": (3,)},
-    optionally "geometry" (a Geometry dict; the model's own by default). Plain
+    ``drr_input`` = {"projections": (V, H, W), "angles_deg": (V,), "isocentre_mm": (3,)}
+    (``serving.served_signature``), taken with the model's own geometry. Plain
     arrays keep ``mlflow.pyfunc`` callers free of ct_pipeline types.
     """
     missing = {"projections", "angles_deg", "isocentre_mm"} - set(drr_input)
@@ -137,11 +137,10 @@ def reconstruct_request(
         raise ValueError(
             f"drr_input lacks {sorted(missing)}; got keys {sorted(drr_input)}"
         )
-    geometry = drr_input.get("geometry") or best_model.geometry.to_dict()
     drr = DRRSet(
         projections=np.asarray(drr_input["projections"], dtype=np.float32),
         angles_deg=np.asarray(drr_input["angles_deg"], dtype=np.float64),
-        geometry=Geometry.from_dict(geometry),
+        geometry=best_model.geometry,
         isocentre_mm=np.asarray(drr_input["isocentre_mm"], dtype=np.float64),
     )
     volume = reconstruct(best_model.network(), best_model, drr)
