@@ -37,6 +37,7 @@ import json
 import platform
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -54,14 +55,15 @@ from ct_pipeline.evaluation.figures import radiograph_figure
 from ct_pipeline.inference import (
     ModelBundle,
     Refinement,
+    estimate_scatter,
     reconstruct,
     reproject,
     reprojection_scores,
     views_from_films,
 )
 from ct_pipeline.metrics import evaluate_volume, to_unit
-from ct_pipeline.radiographs import read_films
-from ct_pipeline.training.augment import detector_response
+from ct_pipeline.radiographs import ScatterModel, read_films, without_scatter
+from ct_pipeline.training.augment import SCATTER_SIGMA_PX, detector_response
 
 # The film writers the radiograph tests use (I = I0 exp(-p), 12-bit DICOM DX,
 # 16-bit PNG + sidecar, any PatientOrientation).
@@ -80,6 +82,7 @@ VIEW_NAMES = {PA: "PA", LATERAL: "LL"}
 CHEST_PHOTONS_PER_MM2 = 5e4
 BLUR_PX = 0.5  # Gaussian sigma on the film, pixels
 SCATTER = 0.5  # scatter-to-primary ratio, a chest film with an anti-scatter grid
+OTHER_HALO = (0.8, 10.0)  # scatter-to-primary ratio, sigma in pixels
 
 
 def film_geometries(model: Geometry) -> dict[str, Geometry]:
@@ -145,7 +148,9 @@ def effects(
     """(b)'s acquisition effects on (V, H, W) line integrals of ``geometry``."""
     photons = CHEST_PHOTONS_PER_MM2 * geometry.pixel_mm**2
 
-    def response(scatter: float, blur: float, counted: bool) -> Callable[..., Any]:
+    def response(
+        scatter: float, blur: float, counted: bool, sigma_px: float = SCATTER_SIGMA_PX
+    ) -> Callable[..., Any]:
         def apply(views: np.ndarray) -> np.ndarray:
             n = views.shape[0]
             return detector_response(
@@ -157,6 +162,7 @@ def effects(
                 torch.full((n,), 1.0 + scatter),
                 torch.full((n,), photons) if counted else None,
                 torch.Generator().manual_seed(seed),
+                sigma_px,
             ).numpy()
 
         return apply
@@ -166,6 +172,8 @@ def effects(
         "blur": response(0.0, BLUR_PX, False),
         "scatter": response(SCATTER, 0.0, False),
         "all_detector": response(SCATTER, BLUR_PX, True),
+        # A stronger, wider halo than any the estimate tries exactly.
+        "other_halo": response(OTHER_HALO[0], 0.0, False, OTHER_HALO[1]),
     }
 
 
@@ -185,6 +193,12 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--oversample", type=int, default=4)
     parser.add_argument("--figure-patient", default=None)
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only the film cases whose label starts with one of these "
+        "|-separated prefixes",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     patients = json.loads(Path(args.split).read_text())["test"]
@@ -228,12 +242,17 @@ def main() -> None:
                         source, cube, geometry, list(angles), mu, args.oversample
                     ).projections
 
-                cases: list[tuple[str, str, np.ndarray, Geometry]] = []
+                cases: list[
+                    tuple[str, str, np.ndarray, Geometry, ScatterModel | None]
+                ] = []
+                none = ScatterModel()
                 fine = geometries["round_trip"]
                 for kind in ("dx_mono1", "dx_mono2", "png"):
-                    cases.append((f"round_trip/{kind}", kind, render(fine), fine))
+                    cases.append((f"round_trip/{kind}", kind, render(fine), fine, none))
                 model_views = render(bundle.geometry)
-                cases.append(("films/clean", "dx_mono1", model_views, bundle.geometry))
+                cases.append(
+                    ("films/clean", "dx_mono1", model_views, bundle.geometry, none)
+                )
                 for effect, apply in effects(bundle.geometry, index).items():
                     cases.append(
                         (
@@ -241,6 +260,7 @@ def main() -> None:
                             "dx_mono1",
                             apply(model_views),
                             bundle.geometry,
+                            none,
                         )
                     )
                 for what in ("larger_film", "source_distance"):
@@ -250,15 +270,74 @@ def main() -> None:
                             "dx_mono1",
                             render(geometries[what]),
                             geometries[what],
+                            none,
                         )
                     )
                 distant = geometries["source_distance"]
                 everything = effects(distant, index)["all_detector"]
+                all_views = everything(render(distant))
+                cases.append(("films/all", "dx_mono1", all_views, distant, none))
+                # The scatter correction given the simulation's halo, then
+                # given a halo narrower, wider, weaker or stronger than it.
+                scattered = effects(bundle.geometry, index)["scatter"](model_views)
+                width = SCATTER_SIGMA_PX * bundle.geometry.pixel_mm
+                for suffix, fraction, sigma_mm in (
+                    ("", SCATTER, width),
+                    (" sigma x0.75", SCATTER, 0.75 * width),
+                    (" sigma x1.33", SCATTER, 1.33 * width),
+                    (" fraction x0.6", 0.6 * SCATTER, width),
+                    (" fraction x1.4", 1.4 * SCATTER, width),
+                ):
+                    cases.append(
+                        (
+                            f"films/scatter, corrected{suffix}",
+                            "dx_mono1",
+                            scattered,
+                            bundle.geometry,
+                            ScatterModel(fraction, sigma_mm),
+                        )
+                    )
                 cases.append(
-                    ("films/all", "dx_mono1", everything(render(distant)), distant)
+                    (
+                        "films/all, corrected",
+                        "dx_mono1",
+                        all_views,
+                        distant,
+                        ScatterModel(SCATTER, width),
+                    )
                 )
+                # The halo estimated (None) from the films alone.
+                other = effects(bundle.geometry, index)["other_halo"](model_views)
+                cases += [
+                    (
+                        "films/clean, estimated",
+                        "dx_mono1",
+                        model_views,
+                        bundle.geometry,
+                        None,
+                    ),
+                    (
+                        "films/scatter, estimated",
+                        "dx_mono1",
+                        scattered,
+                        bundle.geometry,
+                        None,
+                    ),
+                    ("films/other_halo", "dx_mono1", other, bundle.geometry, none),
+                    (
+                        "films/other_halo, estimated",
+                        "dx_mono1",
+                        other,
+                        bundle.geometry,
+                        None,
+                    ),
+                    ("films/all, estimated", "dx_mono1", all_views, distant, None),
+                ]
+                cases = [
+                    c for c in cases if c[0].startswith(tuple(args.only.split("|")))
+                ]
                 with tempfile.TemporaryDirectory() as tmp:
-                    for label, kind, film_views, geometry in cases:
+                    for label, kind, film_views, geometry, scatter in cases:
                         paths = write_films(
                             Path(tmp) / label,
                             film_views,
@@ -266,7 +345,13 @@ def main() -> None:
                             geometry,
                             kind,
                         )
-                        from_films = views_from_films(bundle, read_films(paths), mu)
+                        from_films = views_from_films(
+                            bundle, read_films(paths), mu, scatter or none
+                        )
+                        if scatter is None:
+                            chosen, _ = estimate_scatter(network, bundle, from_films)
+                            from_films = without_scatter(from_films, chosen)
+                            row[f"{label}/chosen"] = [chosen.fraction, chosen.sigma_mm]
                         volume = reconstruct(network, bundle, from_films)
                         row[f"{label}/psnr_3d"] = psnr(volume, truth, bundle.hu_window)
                         if (
@@ -305,19 +390,31 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
             f"## {Path(name).name}: {mine[0]['views']} views, {len(mine)} patients",
             "",
         ]
-        film_keys = [k for k in mine[0] if k.startswith(("round_trip/", "films/"))]
+        film_keys = [
+            k
+            for k in mine[0]
+            if k.startswith(("round_trip/", "films/")) and k.endswith("/psnr_3d")
+        ]
         if film_keys:
             lines += [
-                "| input | PSNR3D | vs `.npz` | worst patient |",
-                "|---|---|---|---|",
-                f"| `.npz` DRRs (as shipped) | {base:.2f} | | |",
+                "| input | PSNR3D | vs `.npz` | worst patient | halo estimated (fraction / sigma mm: patients) |",
+                "|---|---|---|---|---|",
+                f"| `.npz` DRRs (as shipped) | {base:.2f} | | | |",
             ]
             for key in film_keys:
                 values = np.array([r[key] for r in mine])
                 deltas = values - np.array([r["shipped/psnr_3d"] for r in mine])
+                case = key.removesuffix("/psnr_3d")
+                chosen = Counter(
+                    f"{r[case + '/chosen'][0]:g} / {r[case + '/chosen'][1]:g}"
+                    for r in mine
+                    if case + "/chosen" in r
+                )
                 lines.append(
-                    f"| {key.removesuffix('/psnr_3d')} | {values.mean():.2f} | "
-                    f"{deltas.mean():+.2f} | {deltas.min():+.2f} |"
+                    f"| {case} | {values.mean():.2f} | "
+                    f"{deltas.mean():+.2f} | {deltas.min():+.2f} | "
+                    + ", ".join(f"{c}: {n}" for c, n in chosen.most_common())
+                    + " |"
                 )
             lines.append("")
         lines += [

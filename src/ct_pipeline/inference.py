@@ -9,6 +9,7 @@ trained.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -28,7 +29,13 @@ from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
 from ct_pipeline.metrics import ncc, psnr_3d, to_hu
 from ct_pipeline.models import build_model, count_parameters
-from ct_pipeline.radiographs import Film, films_to_views
+from ct_pipeline.radiographs import (
+    NO_SCATTER,
+    Film,
+    ScatterModel,
+    films_to_views,
+    without_scatter,
+)
 
 
 @dataclass(frozen=True)
@@ -269,15 +276,21 @@ def check_input(drr_set: DRRSet, bundle: ModelBundle) -> None:
 
 
 def views_from_films(
-    bundle: ModelBundle, films: Sequence[Film], mu_water_per_mm: float
+    bundle: ModelBundle,
+    films: Sequence[Film],
+    mu_water_per_mm: float,
+    scatter: ScatterModel = NO_SCATTER,
 ) -> DRRSet:
     """A patient's films as the views ``bundle`` was trained on: calibrated to
-    line integrals on its detector, in its view order, isocentre at the origin.
+    line integrals on its detector, ``scatter``'s halo taken out, in its view
+    order, isocentre at the origin.
 
     ``mu_water_per_mm`` is the HU -> mu scale of the training DRRs, with which
     the physics refinement re-renders the volume.
     """
-    return films_to_views(films, bundle.geometry, bundle.angles_deg, mu_water_per_mm)
+    return films_to_views(
+        films, bundle.geometry, bundle.angles_deg, mu_water_per_mm, scatter
+    )
 
 
 @torch.no_grad()
@@ -346,6 +359,42 @@ def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
         scores[f"reprojection/psnr/{angle:g}deg"] = psnr_3d(mine, theirs, peak)
         scores[f"reprojection/ncc/{angle:g}deg"] = ncc(mine, theirs)
     return scores
+
+
+# The halos a film system may add (fraction, then width in the detector
+# plane, mm), from none to a chest without an anti-scatter grid; an estimate
+# picks one of them. Chest scatter reaches 5-10 cm across the detector.
+SCATTER_FRACTIONS = (0.0, 0.2, 0.35, 0.5, 0.7, 1.0)
+SCATTER_SIGMAS_MM = (48.0, 72.0, 108.0)
+
+
+@torch.no_grad()
+def estimate_scatter(
+    network: nn.Module, bundle: ModelBundle, views: DRRSet
+) -> tuple[ScatterModel, dict[ScatterModel, float]]:
+    """The halo (of SCATTER_FRACTIONS x SCATTER_SIGMAS_MM, or none) whose
+    removal leaves views that the network's volume explains best, and each
+    candidate's reprojection NCC.
+
+    A halo left in, or one taken out too strongly, leaves views that no body
+    of the kind the network learned would cast; the network's volume then
+    reprojects to views unlike them. Measured on test phantoms with simulated
+    halos (benchmarks/radiograph_check.py), the choice is none on clean views
+    and near the true halo otherwise.
+    """
+    candidates = [NO_SCATTER] + [
+        ScatterModel(fraction, sigma_mm)
+        for fraction in SCATTER_FRACTIONS
+        if fraction > 0
+        for sigma_mm in SCATTER_SIGMAS_MM
+    ]
+    alone = dataclasses.replace(bundle, refinement=Refinement())
+    scores = {}
+    for candidate in candidates:
+        corrected = without_scatter(views, candidate)
+        volume = reconstruct(network, alone, corrected)
+        scores[candidate] = reprojection_scores(volume, corrected)["reprojection/ncc"]
+    return max(scores, key=scores.__getitem__), scores
 
 
 def total_variation(volume: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

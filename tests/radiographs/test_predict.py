@@ -21,6 +21,8 @@ from ct_pipeline.pipelines.predict.nodes import (
     score_reprojections,
 )
 
+# The films' scatter taken out as given: none (the tests' films have none).
+NO_SCATTER = {"estimate_scatter": False, "scatter": {"fraction": 0.0, "sigma_mm": 72.0}}
 # Another source distance, finer pixels and a larger film than the model's.
 FILM = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(80, 72), pixel_mm=9.0)
 
@@ -81,7 +83,7 @@ def test_films_reconstruct_as_their_drrs_do(tmp_path):
     bundle = _bundle()
     films = RadiographFolderDataset(str(tmp_path)).load()
     assert sorted(films) == ["dicom", "png"]
-    views = calibrate_radiographs(films, bundle, mu_water_per_mm=0.02)
+    views = calibrate_radiographs(films, bundle, 0.02, NO_SCATTER)
     from_films = reconstruct_volumes(views, bundle)
 
     truth = phantom()
@@ -107,7 +109,7 @@ def test_a_bad_film_stops_predict_before_anything_is_written(tmp_path):
     write_dx(tmp_path / "a_pa.dcm", render(0.0), drop=("DistanceSourceToDetector",))
     with pytest.raises(ValueError, match=r"a_pa\.dcm: lacks DistanceSourceToDetector"):
         calibrate_radiographs(
-            RadiographFolderDataset(str(tmp_path)).load(), _bundle(), 0.02
+            RadiographFolderDataset(str(tmp_path)).load(), _bundle(), 0.02, NO_SCATTER
         )
 
 
@@ -146,7 +148,7 @@ def test_predict_on_films_writes_a_figure_per_patient(tmp_path):
     write_dx(films_dir / "ll.dcm", render(90.0), view="LL", orientation=("P", "F"))
     bundle = _bundle()
     films = RadiographFolderDataset(str(tmp_path / "films")).load()
-    views = calibrate_radiographs(films, bundle, mu_water_per_mm=0.02)
+    views = calibrate_radiographs(films, bundle, 0.02, NO_SCATTER)
     volumes = reconstruct_volumes(views, bundle)
     figures = radiograph_figures(films, views, volumes, bundle)
     out = PatientFolderDataset(

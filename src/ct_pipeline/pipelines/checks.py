@@ -20,6 +20,7 @@ from ct_pipeline.drr.geometry import Geometry, resolve_angles
 from ct_pipeline.inference import Refinement
 from ct_pipeline.models.unet3d import LEVELS
 from ct_pipeline.pipelines.parameter_keys import known_keys, split_known
+from ct_pipeline.radiographs import ScatterModel
 from ct_pipeline.training import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ RULES: tuple[Rule, ...] = (
         "an integer >= 1 (the first is the run's headline figure)",
     ),
     Rule("split.fractions", _fractions, "train/val/test fractions >= 0 summing to 1"),
+    Rule(
+        "radiographs.estimate_scatter", lambda v: isinstance(v, bool), "true or false"
+    ),
 )
 
 
@@ -144,6 +148,10 @@ def check_parameters(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
 
     if "refinement" in params:
         attempt("refinement", lambda: Refinement(**dict(params["refinement"] or {})))
+
+    scatter = (params.get("radiographs") or {}).get("scatter")
+    if scatter is not None:
+        attempt("radiographs.scatter", lambda: ScatterModel(**dict(scatter)))
 
     if problems:
         raise ParameterError(

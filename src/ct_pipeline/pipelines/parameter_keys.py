@@ -7,8 +7,8 @@ the default in force without a word. The known keys are defined once:
 - conf/base/parameters*.yml define every group and key (each with its
   default), so the tree of those files is the schema;
 - where a typed object reads a group (TrainConfig, Refinement, the imaging
-  Geometry, the ModelConfig behind ``train.model_overrides``, the augmentation
-  and the loss weights), that object's fields are the group's keys: it may
+  Geometry, the ModelConfig behind ``train.model_overrides``, the augmentation,
+  the loss weights and the films' scatter model), that object's fields are the group's keys: it may
   take keys that conf/base leaves at the object's default (``train.compile``).
 """
 
@@ -23,6 +23,7 @@ from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.inference import Refinement
 from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.models import ModelConfig
+from ct_pipeline.radiographs import ScatterModel
 from ct_pipeline.training import TrainConfig
 from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.config import ADVERSARIAL
@@ -44,6 +45,7 @@ TYPED_GROUPS: dict[tuple[str, ...], tuple[str, ...]] = {
     ("train", "loss_weights"): (*DEFAULT_WEIGHTS, ADVERSARIAL),
     ("refinement",): _fields(Refinement),
     ("drr", "geometry"): _fields(Geometry),
+    ("radiographs", "scatter"): _fields(ScatterModel),
 }
 
 

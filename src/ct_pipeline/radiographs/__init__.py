@@ -5,12 +5,20 @@ from ct_pipeline.radiographs.calibrate import calibrate
 from ct_pipeline.radiographs.dicom import read_dicom_film
 from ct_pipeline.radiographs.files import find_patients, read_film, read_films
 from ct_pipeline.radiographs.film import Film, RadiographError
+from ct_pipeline.radiographs.scatter import (
+    NO_SCATTER,
+    ScatterModel,
+    remove_scatter,
+    without_scatter,
+)
 from ct_pipeline.radiographs.sidecar import read_image_film
 from ct_pipeline.radiographs.views import films_to_views, match_view
 
 __all__ = [
+    "NO_SCATTER",
     "Film",
     "RadiographError",
+    "ScatterModel",
     "calibrate",
     "films_to_views",
     "find_patients",
@@ -19,4 +27,6 @@ __all__ = [
     "read_film",
     "read_films",
     "read_image_film",
+    "remove_scatter",
+    "without_scatter",
 ]

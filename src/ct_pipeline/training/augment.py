@@ -213,16 +213,17 @@ def detector_response(
     gain: torch.Tensor,
     photons: torch.Tensor | None,
     generator: torch.Generator | None = None,
+    scatter_sigma_px: float = SCATTER_SIGMA_PX,
 ) -> torch.Tensor:
     """(V, H, W) line integrals as a detector reports them, each view with its
     own amounts: the intensity exp(-p) gains ``scatter`` (scatter-to-primary
-    ratio of a smooth halo), a Gaussian blur of ``blur_px`` (sigma, pixels), is
+    ratio of a smooth halo ``scatter_sigma_px`` wide), a Gaussian blur of ``blur_px`` (sigma, pixels), is
     divided by ``gain`` (the flat field's error, 1 for none) and counted with
     ``photons`` per open-field pixel (quantum noise; None for none), then
     logged back."""
     count = views.shape[0]
     intensity = torch.exp(-views.double())
-    halo = _gaussian_blur(intensity, torch.full((count,), SCATTER_SIGMA_PX))
+    halo = _gaussian_blur(intensity, torch.full((count,), scatter_sigma_px))
     intensity = intensity + scatter.double()[:, None, None] * halo
     intensity = _gaussian_blur(intensity, blur_px)
     intensity = intensity / gain.double()[:, None, None]

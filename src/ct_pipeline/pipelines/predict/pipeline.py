@@ -37,6 +37,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "radiographs": "predict_radiographs",
                     "best_model": "best_model",
                     "mu_water_per_mm": "params:drr.mu_water_per_mm",
+                    "radiograph_params": "params:radiographs",
                 },
                 outputs="radiograph_views",
                 name="calibrate_radiographs",
