@@ -345,13 +345,14 @@ def main() -> None:
                             geometry,
                             kind,
                         )
-                        from_films = views_from_films(
-                            bundle, read_films(paths), mu, scatter or none
-                        )
+                        from_films = views_from_films(bundle, read_films(paths), mu)
                         if scatter is None:
-                            chosen, _ = estimate_scatter(network, bundle, from_films)
-                            from_films = without_scatter(from_films, chosen)
-                            row[f"{label}/chosen"] = [chosen.fraction, chosen.sigma_mm]
+                            scatter, _ = estimate_scatter(network, bundle, from_films)
+                            row[f"{label}/chosen"] = [
+                                scatter.fraction,
+                                scatter.sigma_mm,
+                            ]
+                        from_films = without_scatter(from_films, scatter)
                         volume = reconstruct(network, bundle, from_films)
                         row[f"{label}/psnr_3d"] = psnr(volume, truth, bundle.hu_window)
                         if (

@@ -276,21 +276,15 @@ def check_input(drr_set: DRRSet, bundle: ModelBundle) -> None:
 
 
 def views_from_films(
-    bundle: ModelBundle,
-    films: Sequence[Film],
-    mu_water_per_mm: float,
-    scatter: ScatterModel = NO_SCATTER,
+    bundle: ModelBundle, films: Sequence[Film], mu_water_per_mm: float
 ) -> DRRSet:
     """A patient's films as the views ``bundle`` was trained on: calibrated to
-    line integrals on its detector, ``scatter``'s halo taken out, in its view
-    order, isocentre at the origin.
+    line integrals on its detector, in its view order, isocentre at the origin.
 
     ``mu_water_per_mm`` is the HU -> mu scale of the training DRRs, with which
     the physics refinement re-renders the volume.
     """
-    return films_to_views(
-        films, bundle.geometry, bundle.angles_deg, mu_water_per_mm, scatter
-    )
+    return films_to_views(films, bundle.geometry, bundle.angles_deg, mu_water_per_mm)
 
 
 @torch.no_grad()
@@ -364,7 +358,7 @@ def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
 # The halos a film system may add (fraction, then width in the detector
 # plane, mm), from none to a chest without an anti-scatter grid; an estimate
 # picks one of them. Chest scatter reaches 5-10 cm across the detector.
-SCATTER_FRACTIONS = (0.0, 0.2, 0.35, 0.5, 0.7, 1.0)
+SCATTER_FRACTIONS = (0.2, 0.35, 0.5, 0.7, 1.0)
 SCATTER_SIGMAS_MM = (48.0, 72.0, 108.0)
 
 
@@ -385,7 +379,6 @@ def estimate_scatter(
     candidates = [NO_SCATTER] + [
         ScatterModel(fraction, sigma_mm)
         for fraction in SCATTER_FRACTIONS
-        if fraction > 0
         for sigma_mm in SCATTER_SIGMAS_MM
     ]
     alone = dataclasses.replace(bundle, refinement=Refinement())

@@ -7,9 +7,10 @@ the default in force without a word. The known keys are defined once:
 - conf/base/parameters*.yml define every group and key (each with its
   default), so the tree of those files is the schema;
 - where a typed object reads a group (TrainConfig, Refinement, the imaging
-  Geometry, the ModelConfig behind ``train.model_overrides``, the augmentation,
-  the loss weights and the films' scatter model), that object's fields are the group's keys: it may
-  take keys that conf/base leaves at the object's default (``train.compile``).
+  Geometry, the ModelConfig behind ``train.model_overrides``, the
+  augmentation, the loss weights and the films' scatter model), that object's
+  fields are the group's keys: it may take keys that conf/base leaves at the
+  object's default (``train.compile``).
 """
 
 from __future__ import annotations

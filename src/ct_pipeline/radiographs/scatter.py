@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -62,10 +61,6 @@ class ScatterModel:
             raise ValueError(
                 f"radiographs.scatter.sigma_mm must be a number > 0, got {self.sigma_mm!r}"
             )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ScatterModel:
-        return cls(**data)
 
 
 # Films taken as they are: nothing removed.

@@ -15,7 +15,6 @@ from ct_pipeline.radiographs.film import (
     RadiographError,
     angle_gap,
 )
-from ct_pipeline.radiographs.scatter import NO_SCATTER, ScatterModel, without_scatter
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +52,10 @@ def films_to_views(
     geometry: Geometry,
     angles_deg: Sequence[float],
     mu_water_per_mm: float,
-    scatter: ScatterModel = NO_SCATTER,
 ) -> DRRSet:
     """One film per trained view, calibrated onto ``geometry``'s detector, in
-    the model's view order, ``scatter``'s halo taken out. The isocentre is the
-    world origin: films carry no patient position, so the reconstruction is
-    centred there."""
+    the model's view order. The isocentre is the world origin: films carry
+    no patient position, so the reconstruction is centred there."""
     by_view: dict[float, Film] = {}
     for film in films:
         angle = match_view(film, angles_deg)
@@ -97,11 +94,10 @@ def films_to_views(
     projections = np.stack(
         [calibrate(by_view[float(a)], geometry, float(a)) for a in angles_deg]
     )
-    views = DRRSet(
+    return DRRSet(
         projections=projections,
         angles_deg=np.asarray(angles_deg, dtype=np.float64),
         geometry=geometry,
         isocentre_mm=np.zeros(3),
         mu_water_per_mm=mu_water_per_mm,
     )
-    return without_scatter(views, scatter)

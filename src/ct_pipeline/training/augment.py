@@ -217,8 +217,8 @@ def detector_response(
 ) -> torch.Tensor:
     """(V, H, W) line integrals as a detector reports them, each view with its
     own amounts: the intensity exp(-p) gains ``scatter`` (scatter-to-primary
-    ratio of a smooth halo ``scatter_sigma_px`` wide), a Gaussian blur of ``blur_px`` (sigma, pixels), is
-    divided by ``gain`` (the flat field's error, 1 for none) and counted with
+    ratio of a smooth halo ``scatter_sigma_px`` wide), a Gaussian blur of
+    ``blur_px`` (sigma, pixels), is divided by ``gain`` (the flat field's error, 1 for none) and counted with
     ``photons`` per open-field pixel (quantum noise; None for none), then
     logged back."""
     count = views.shape[0]

@@ -77,7 +77,7 @@ def calibrate_radiographs(
     All are read and calibrated before anything is written or reconstructed:
     a bad file stops the run at once, naming itself.
     """
-    given = ScatterModel.from_dict(dict(radiograph_params["scatter"]))
+    given = ScatterModel(**radiograph_params["scatter"])
     calibrated = {
         patient: views_from_films(best_model, films, mu_water_per_mm)
         for patient, films in iter_partitions(radiographs, desc="calibrate")
