@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ct_pipeline.models.blocks import Pointwise3d
+from ct_pipeline.models.blocks import Pointwise3d, SameConv3d
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -26,6 +26,38 @@ def test_pointwise_is_the_1x1x1_convolution_forward_and_backward(bias: bool) -> 
         y_ref, (layer.weight, x_ref), grad
     )
     torch.testing.assert_close(x_grad, x_grad_ref)
+    torch.testing.assert_close(weight_grad, weight_grad_ref)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_same_conv_gradients_are_the_convolution_s(bias: bool) -> None:
+    # Its weight gradient is computed another way on CPU; in float64 every
+    # gradient must be the library convolution's to rounding.
+    torch.manual_seed(0)
+    layer = SameConv3d(3, 4, bias=bias).double()
+    x = torch.randn(2, 3, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+
+    y = layer(x)
+    y_ref = F.conv3d(x_ref, layer.weight, layer.bias, padding=1)
+    torch.testing.assert_close(y, y_ref)
+
+    grad = torch.randn_like(y)
+    params = [layer.weight] + ([layer.bias] if bias else [])
+    got = torch.autograd.grad(y, [x, *params], grad)
+    want = torch.autograd.grad(y_ref, [x_ref, *params], grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_same_conv_without_input_gradient() -> None:
+    # A frozen input (the first layer's) asks only for the weight gradient.
+    layer = SameConv3d(2, 2)
+    x = torch.randn(1, 2, 4, 4, 4)
+    (weight_grad,) = torch.autograd.grad(layer(x).square().sum(), layer.weight)
+    ref = torch.nn.Conv3d(2, 2, 3, padding=1, bias=False)
+    ref.load_state_dict(layer.state_dict())
+    (weight_grad_ref,) = torch.autograd.grad(ref(x).square().sum(), ref.weight)
     torch.testing.assert_close(weight_grad, weight_grad_ref)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.models.blocks import Pointwise3d
+from ct_pipeline.models.blocks import Pointwise3d, SameConv3d
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE
 from ct_pipeline.models.lifting import SamplingGrids, sample_views
 from ct_pipeline.models.output import unit_range
@@ -28,7 +28,7 @@ def _double_conv(c_in: int, c_out: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for c in (c_in, c_out):
         layers += [
-            nn.Conv3d(c, c_out, 3, padding=1),
+            SameConv3d(c, c_out, bias=True),
             nn.InstanceNorm3d(c_out, affine=True),
             nn.LeakyReLU(0.1),
         ]

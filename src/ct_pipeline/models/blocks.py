@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -42,12 +43,63 @@ class Pointwise3d(nn.Conv3d):
         return y.view(x.shape[0], -1, *x.shape[2:])
 
 
+class _SameConv3dFunction(torch.autograd.Function):
+    """3x3x3 convolution, stride 1, padding 1, whose weight gradient is itself
+    a convolution: grad_w[o, i, k] = sum over batch b and voxel s of
+    grad[b, o, s] * x[b, i, s + k - 1], i.e. ``x`` with the batch as channels
+    convolved by ``grad`` as the kernel."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv3d(x, weight, bias, padding=1)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors  # type: ignore[attr-defined]
+        needs = ctx.needs_input_grad  # type: ignore[attr-defined]
+        grad_x = F.conv_transpose3d(grad, weight, padding=1) if needs[0] else None
+        grad_w = None
+        if needs[1]:
+            grad_w = F.conv3d(x.transpose(0, 1), grad.transpose(0, 1), padding=1)
+            grad_w = grad_w.transpose(0, 1)
+        grad_b = grad.sum((0, 2, 3, 4)) if needs[2] else None
+        return grad_x, grad_w, grad_b
+
+
+class SameConv3d(nn.Conv3d):
+    """``nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=bias)``.
+
+    The same parameters and state-dict entries. On CPU its weight gradient
+    goes through ``_SameConv3dFunction``: oneDNN's own weight gradient of a
+    3x3x3 convolution is 2.5x slower than that convolution at every level of
+    the U-Net on an AVX2 CPU, and these gradients were half of a training
+    step (``benchmarks/results/conv3d_backward.md``). GPUs keep cuDNN's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = False) -> None:
+        super().__init__(in_channels, out_channels, 3, padding=1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu":
+            return super().forward(x)
+        out: torch.Tensor = _SameConv3dFunction.apply(x, self.weight, self.bias)
+        return out
+
+
 class ConvNormAct3d(nn.Sequential):
     """3x3x3 conv -> GroupNorm -> GELU."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(
-            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
+            SameConv3d(in_channels, out_channels),
             group_norm(out_channels),
             nn.GELU(),
         )
