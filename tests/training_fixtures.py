@@ -145,3 +145,22 @@ class DyingLoss(ReconstructionLoss):
 
 def dying_loss(config: TrainConfig) -> nn.Module:
     return DyingLoss()
+
+
+class CrashAfter:
+    """A sink that fails after logging ``epoch``: an interruption after its checkpoint."""
+
+    run_id = None
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def log_params(self, params):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def log_metrics(self, metrics, step):
+        if step == self.epoch:
+            raise KeyboardInterrupt(f"simulated interruption after epoch {step}")

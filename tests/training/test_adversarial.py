@@ -15,7 +15,14 @@ from ct_pipeline.training import train_model
 from ct_pipeline.training.adversarial import Adversary, build_adversary
 from ct_pipeline.training.checkpoint import load_checkpoint
 from ct_pipeline.training.job import Place
-from training_fixtures import GEOMETRY, SIZE, SPACING_MM, make_config, make_patients
+from training_fixtures import (
+    GEOMETRY,
+    SIZE,
+    SPACING_MM,
+    CrashAfter,
+    make_config,
+    make_patients,
+)
 
 SPLIT = {
     "train": [f"patient_{i:02d}" for i in range(4)],
@@ -113,23 +120,6 @@ def test_weight_zero_trains_bit_identically(data, tmp_path):
     for name, value in plain.best_state_dict.items():
         torch.testing.assert_close(zero.best_state_dict[name], value, rtol=0, atol=0)
     assert "adversarial" not in load_checkpoint(zero.checkpoint_paths["last"])
-
-
-class CrashAfter:
-    """A sink that fails after logging ``epoch``: an interruption after its checkpoint."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def log_params(self, params):
-        pass
-
-    def set_tags(self, tags):
-        pass
-
-    def log_metrics(self, metrics, step):
-        if step == self.epoch:
-            raise KeyboardInterrupt(f"simulated interruption after epoch {step}")
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from ct_pipeline.training import NonFiniteLossError, train_model
 from ct_pipeline.training.checkpoint import load_checkpoint
 from ct_pipeline.training.job import build_model_from_config
 from training_fixtures import (
+    CrashAfter,
     dying_loss,
     make_config,
     make_patients,
@@ -143,7 +144,7 @@ def test_mlflow_run_holds_the_best_epochs_metrics(ddp_and_single):
 
 
 def test_best_epoch_metrics_are_those_of_the_best_epoch_not_the_last():
-    from ct_pipeline.training.loop import best_epoch_metrics, closing_line
+    from ct_pipeline.training.report import best_epoch_metrics, closing_line
 
     history = [
         {"epoch": 1, "train/loss": 0.5, "val/psnr_3d": 20.0, "val/ssim_3d": 0.5},
@@ -221,23 +222,6 @@ def test_gradient_accumulation_matches_the_full_batch(data, tmp_path):
         torch.testing.assert_close(
             weight, accumulated.best_state_dict[name], rtol=1e-4, atol=1e-5, msg=name
         )
-
-
-class CrashAfter:
-    """A sink that fails after logging ``epoch``: an interruption after its checkpoint."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def log_params(self, params):
-        pass
-
-    def set_tags(self, tags):
-        pass
-
-    def log_metrics(self, metrics, step):
-        if step == self.epoch:
-            raise KeyboardInterrupt(f"simulated interruption after epoch {step}")
 
 
 def test_resume_continues_after_the_last_finished_epoch(data, tmp_path, caplog):
@@ -349,7 +333,7 @@ def test_history_values_are_finite(ddp_and_single):
 
 
 def test_epoch_line_is_one_readable_line():
-    from ct_pipeline.training.loop import epoch_line
+    from ct_pipeline.training.report import epoch_line
 
     record = {
         "epoch": 3,

@@ -23,7 +23,7 @@ class MlflowSink:
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
         self.tracking_uri = tracking_uri
-        self.run_id = run_id
+        self.run_id: str | None = run_id
         self._client: Any = None
 
     def __getstate__(self) -> dict[str, Any]:

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 class LoggingSink:
     """Metrics to the Python log only: used when no MLflow run is active."""
 
+    run_id: str | None = None
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         text = ", ".join(f"{key}={value:.4g}" for key, value in sorted(metrics.items()))
         logger.info("step %d: %s", step, text)

@@ -9,7 +9,7 @@ them is made from the result alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ def build_loss_from_config(config: TrainConfig) -> nn.Module:
     return ReconstructionLoss(weights=weights, **extra)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainJob:
     """Everything a rank needs; picklable, so a spawned worker can be handed it.
 
@@ -91,7 +91,7 @@ class Place:
         return self.world_size > 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainResult:
     """What rank 0 hands back: the best weights, what they were trained for,
     the per-epoch history and where the checkpoints are."""
@@ -106,7 +106,6 @@ class TrainResult:
     start_epoch: int = 1
     # Largest |w_rank - w_rank0| over all weights at the end: 0 when DDP kept ranks in step.
     max_rank_weight_diff: float = 0.0
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def to_payload(self) -> dict[str, Any]:
         """Plain types and tensors (a spawned rank 0 saves it for its parent)."""

@@ -12,6 +12,10 @@ from typing import Any, Protocol, runtime_checkable
 
 @runtime_checkable
 class MetricSink(Protocol):
+    # The tracking run the metrics go to (None: no tracker), recorded in the
+    # checkpoint so that a resumed run is linked to the one it continues.
+    run_id: str | None
+
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
     def log_params(self, params: Mapping[str, Any]) -> None: ...

@@ -49,7 +49,7 @@ def train_reconstructor(
     result = train_model(
         volumes, drrs, patient_split, config, sink=metric_sink, dataset_id=dataset_id
     )
-    run_id = getattr(metric_sink, "run_id", None)
+    run_id = metric_sink.run_id
     bundle = trained_bundle(
         result, config, Refinement(**refinement), patient_split, run_id, dataset_id
     )
