@@ -62,7 +62,7 @@ lint: install
 STUDY_PARAMS ?=
 study: install
 	$(BIN)/kedro run --pipelines drr
-	$(BIN)/python -m ct_pipeline.pipelines.study $(if $(STUDY_PARAMS),--params "$(STUDY_PARAMS)")
+	$(BIN)/python -m ct_pipeline.drivers.study $(if $(STUDY_PARAMS),--params "$(STUDY_PARAMS)")
 
 viz: install
 	$(BIN)/kedro viz run

@@ -38,7 +38,7 @@ def test_the_gpu_environment_is_a_valid_medical_setup(tmp_path: Path):
     from kedro.framework.startup import bootstrap_project
 
     from ct_pipeline.hooks import base_parameters
-    from ct_pipeline.pipelines.checks import check_parameters
+    from ct_pipeline.hooks.checks import check_parameters
     from ct_pipeline.training import TrainConfig
 
     shutil.copytree(REPO_ROOT / "conf", tmp_path / "conf")

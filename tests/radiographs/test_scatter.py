@@ -13,9 +13,9 @@ from scipy.ndimage import gaussian_filter
 
 from ct_pipeline.datasets import RadiographFolderDataset
 from ct_pipeline.drr import DRRSet
+from ct_pipeline.hooks.checks import ParameterError, check_parameters
 from ct_pipeline.inference import estimate_scatter
 from ct_pipeline.metrics import to_unit
-from ct_pipeline.pipelines.checks import ParameterError, check_parameters
 from ct_pipeline.pipelines.predict.nodes import calibrate_radiographs
 from ct_pipeline.radiographs import NO_SCATTER, ScatterModel, remove_scatter
 from ct_pipeline.training.augment import SCATTER_SIGMA_PX, detector_response

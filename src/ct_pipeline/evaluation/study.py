@@ -8,7 +8,7 @@ project's ``params:train``) and changes only what names it: no variant gets
 its own tuning. Each (variant, seed) is trained on the train split, the best
 epoch on val kept, and scored on the test split with the project's metrics.
 This module knows no Kedro and no MLflow; the driver
-(``ct_pipeline.pipelines.study``) gives it data and a metric sink.
+(``ct_pipeline.drivers.study``) gives it data and a metric sink.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ rendezvous port picked free at launch; rank 0 writes its result to a
 temporary folder the parent reads back. A rank that raises leaves its error
 there, so the parent re-raises it with its own type and message; a rank that
 raises or dies makes the others stop, so a run never hangs. torchrun ranks
-(pipelines/torchrun.py) enter through ``distributed_worker`` too.
+(drivers/torchrun.py) enter through ``distributed_worker`` too.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 
 from ct_pipeline.ct.io import CTSource
 from ct_pipeline.datasets.layers import Stored, layer_id
-from ct_pipeline.pipelines.partitions import load_one
+from ct_pipeline.datasets.partitions import load_one
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ import torch
 from ct_pipeline.ct import CTInputError, CTVolume, CubeGrid, preprocess_ct
 from ct_pipeline.ct.io import ORIENTATION_PARAMETER, CTSource
 from ct_pipeline.datasets.layers import PatientLayer
+from ct_pipeline.datasets.partitions import load_one
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.anatomy import views_of_finer_anatomy
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.phantoms import phantom_loaders
 from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
-from ct_pipeline.pipelines.partitions import load_one
 
 logger = logging.getLogger(__name__)
 

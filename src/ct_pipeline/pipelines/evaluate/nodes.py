@@ -14,6 +14,12 @@ import torch
 from matplotlib.figure import Figure
 
 from ct_pipeline.ct import CTVolume, CubeGrid, load_ct
+from ct_pipeline.datasets.partitions import (
+    iter_partitions,
+    load_one,
+    load_partitions,
+    partition_source,
+)
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.drr.preview import preview_figure
 from ct_pipeline.evaluation.attention import attention_figure
@@ -32,12 +38,6 @@ from ct_pipeline.evaluation.report import per_patient_table, summary
 from ct_pipeline.inference import ModelBundle
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import attention_maps
-from ct_pipeline.pipelines.partitions import (
-    iter_partitions,
-    load_one,
-    load_partitions,
-    partition_source,
-)
 from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
 from ct_pipeline.training.bundle import run_name
 

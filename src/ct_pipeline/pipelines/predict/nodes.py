@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ct_pipeline.ct import CTVolume
+from ct_pipeline.datasets.partitions import iter_partitions, load_one, partition_source
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.evaluation.figures import radiograph_figure
 from ct_pipeline.inference import (
@@ -22,7 +23,6 @@ from ct_pipeline.inference import (
     reprojection_scores,
     views_from_films,
 )
-from ct_pipeline.pipelines.partitions import iter_partitions, load_one, partition_source
 from ct_pipeline.radiographs import NO_SCATTER, ScatterModel, without_scatter
 
 logger = logging.getLogger(__name__)

@@ -7,9 +7,9 @@ from typing import Any
 
 from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.datasets.layers import layer_id
+from ct_pipeline.datasets.partitions import load_one, training_partitions
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.inference import ModelBundle, Refinement
-from ct_pipeline.pipelines.partitions import load_one, training_partitions
 from ct_pipeline.training import TrainConfig, split_patients, train_model
 from ct_pipeline.training.bundle import run_name, trained_bundle
 from ct_pipeline.training.sink import MetricSink

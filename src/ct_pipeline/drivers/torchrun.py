@@ -7,7 +7,7 @@ LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT. Run ``kedro run --pipelines drr``
 (and the split) first, on a file system every node can read::
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
-        --rdzv-endpoint HOST:29500 -m ct_pipeline.pipelines.torchrun \\
+        --rdzv-endpoint HOST:29500 -m ct_pipeline.drivers.torchrun \\
         --project-path . --env base
 
 Rank 0 writes checkpoints under ``train.checkpoint_dir`` (``best.pt`` holds the
@@ -28,8 +28,8 @@ import torch
 
 from ct_pipeline.atomic import atomic_path
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
-from ct_pipeline.pipelines.partitions import training_partitions
-from ct_pipeline.pipelines.runtime_params import parse_runtime_params
+from ct_pipeline.datasets.partitions import training_partitions
+from ct_pipeline.drivers.runtime_params import parse_runtime_params
 from ct_pipeline.pipelines.train.nodes import check_one_dataset
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import cpu_share, distributed_worker

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
+from ct_pipeline.drivers.study import run_study
 from ct_pipeline.evaluation.study import COLUMNS, component_variants
-from ct_pipeline.pipelines.study import run_study
 from tiny_project import close_stale_runs, inside
 
 pytestmark = pytest.mark.slow

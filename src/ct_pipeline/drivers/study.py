@@ -8,7 +8,7 @@ run nested under one study run and tagged with the study id and variant.
 The two tables and two figures go to ``data/08_reporting/study/`` through the
 catalogue and to the study run::
 
-    python -m ct_pipeline.pipelines.study [--env ENV] [--params "study.seeds=[0]"]
+    python -m ct_pipeline.drivers.study [--env ENV] [--params "study.seeds=[0]"]
 
 Run ``kedro run --pipelines drr`` first (``make study`` does).
 """
@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from ct_pipeline.datasets.mlflow_sink import MlflowSink
+from ct_pipeline.drivers.runtime_params import parse_runtime_params
 from ct_pipeline.evaluation.study import (
     COLUMNS,
     Variant,
@@ -38,7 +39,6 @@ from ct_pipeline.evaluation.study import (
     views_variants,
 )
 from ct_pipeline.inference import Refinement
-from ct_pipeline.pipelines.runtime_params import parse_runtime_params
 from ct_pipeline.training import TrainConfig, split_patients
 
 logger = logging.getLogger(__name__)

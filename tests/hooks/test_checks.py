@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from ct_pipeline.drr.geometry import resolve_angles
-from ct_pipeline.pipelines.checks import ParameterError, check_parameters
+from ct_pipeline.hooks.checks import ParameterError, check_parameters
+from ct_pipeline.hooks.parameter_keys import TYPED_GROUPS
 from ct_pipeline.pipelines.drr.nodes import drr_geometry
-from ct_pipeline.pipelines.parameter_keys import TYPED_GROUPS
 from ct_pipeline.training import TrainConfig
 from tiny_project import REPO_ROOT, make_tiny_project, run_kedro
 

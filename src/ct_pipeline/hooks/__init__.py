@@ -23,8 +23,8 @@ from mlflow.tracking import MlflowClient
 from ct_pipeline.commit import LayerCommit, recover
 from ct_pipeline.datasets.layers import ManifestDataset, StagedLayer
 from ct_pipeline.evaluation.model_card import CARD_NAME, model_card
+from ct_pipeline.hooks.checks import check_parameters
 from ct_pipeline.lock import acquire, process_alive, release
-from ct_pipeline.pipelines.checks import check_parameters
 from ct_pipeline.pipelines.predict.serving import served_input, served_signature
 from ct_pipeline.training.data import load_one
 

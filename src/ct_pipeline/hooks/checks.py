@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 
 from ct_pipeline.ct.io import parse_orientation
 from ct_pipeline.drr.geometry import Geometry, resolve_angles
+from ct_pipeline.hooks.parameter_keys import known_keys, split_known
 from ct_pipeline.inference import Refinement
 from ct_pipeline.models.unet3d import LEVELS
-from ct_pipeline.pipelines.parameter_keys import known_keys, split_known
 from ct_pipeline.radiographs import ScatterModel
 from ct_pipeline.training import TrainConfig
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ct_pipeline.pipelines.torchrun import (
+from ct_pipeline.drivers.torchrun import (
     SUMMARY,
     load_catalogued_inputs,
     main,
@@ -56,7 +56,7 @@ def test_two_torchrun_nodes_train_the_single_process_weights(tiny_project, tmp_p
         *(sys.executable, "-m", "torch.distributed.run"),
         *("--nnodes=2", "--nproc-per-node=1", "--max-restarts=0"),
         *("--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}"),
-        *("--rdzv-id=two-nodes", "-m", "ct_pipeline.pipelines.torchrun"),
+        *("--rdzv-id=two-nodes", "-m", "ct_pipeline.drivers.torchrun"),
         *("--project-path", str(tiny_project.path), "--env", "local"),
         *("--params", f"{per_rank};train.checkpoint_dir={tmp_path / 'nodes'}"),
     ]
