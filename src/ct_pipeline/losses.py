@@ -22,6 +22,7 @@ total = 1.0 L1 + 0.3 (1 - SSIM) + 0.2 perceptual + 0.2 edge
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
 
@@ -178,7 +179,7 @@ class ReconstructionLoss(nn.Module):
         self.perceptual_net = build_perceptual(perceptual)
 
     def forward(
-        self, output: dict[str, object], target: torch.Tensor
+        self, output: Mapping[str, object], target: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         pred = output["volume"]
         if (

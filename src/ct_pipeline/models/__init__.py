@@ -9,10 +9,12 @@ from ct_pipeline.models.configs import (
 )
 from ct_pipeline.models.hybrid import ReconstructionNet, build_model
 from ct_pipeline.models.inspect import attention_maps
+from ct_pipeline.models.output import ModelOutput
 
 __all__ = [
     "CONFIGS",
     "ModelConfig",
+    "ModelOutput",
     "ReconstructionNet",
     "attention_maps",
     "build_model",

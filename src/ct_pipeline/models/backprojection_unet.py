@@ -19,7 +19,7 @@ from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.blocks import Pointwise3d, SameConv3d
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE
 from ct_pipeline.models.lifting import SamplingGrids, sample_views
-from ct_pipeline.models.output import unit_range
+from ct_pipeline.models.output import ModelOutput, unit_range
 
 WIDTHS = (16, 32, 64)
 
@@ -82,7 +82,7 @@ class BackprojectionUNet(nn.Module):
         views: torch.Tensor,
         angles_deg: torch.Tensor,
         return_attention: bool = False,
-    ) -> dict[str, object]:
+    ) -> ModelOutput:
         if views.ndim != 4 or views.shape[1] != self.num_views:
             raise ValueError(
                 f"expected views (B, {self.num_views}, H, W), got {tuple(views.shape)}"

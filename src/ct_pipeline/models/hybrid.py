@@ -20,7 +20,7 @@ from ct_pipeline.models.configs import (
 from ct_pipeline.models.cross_view import CrossViewAttention
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE, XrayEncoder2d
 from ct_pipeline.models.lifting import GeometricLifting
-from ct_pipeline.models.output import unit_range
+from ct_pipeline.models.output import ModelOutput, unit_range
 from ct_pipeline.models.swin3d import WindowAttention3d
 from ct_pipeline.models.unet3d import LEVELS, UNet3d
 
@@ -82,7 +82,7 @@ class ReconstructionNet(nn.Module):
         views: torch.Tensor,
         angles_deg: torch.Tensor,
         return_attention: bool = False,
-    ) -> dict[str, object]:
+    ) -> ModelOutput:
         if views.ndim != 4 or tuple(views.shape[2:]) != self.geometry.detector_px:
             raise ValueError(
                 f"expected views (B, V, {self.geometry.detector_px[0]}, "

@@ -1,6 +1,8 @@
-"""The networks' output range: the [0, 1] unit of the HU window."""
+"""The networks' output: its range (the [0, 1] unit of the HU window) and its keys."""
 
 from __future__ import annotations
+
+from typing import TypedDict
 
 import torch
 
@@ -15,3 +17,12 @@ def unit_range(x: torch.Tensor) -> torch.Tensor:
     every voxel trainable.
     """
     return x + (x.clamp(0.0, 1.0) - x).detach()
+
+
+class ModelOutput(TypedDict):
+    """What every network returns (a plain dict at run time, so DDP, compile
+    and TorchScript-free serving see ordinary containers)."""
+
+    volume: torch.Tensor  # (B, 1, N, N, N) in [0, 1]
+    deep: list[torch.Tensor]  # the coarser levels' volumes, for deep supervision
+    attention: dict[str, torch.Tensor | None] | None  # per module, on request

@@ -15,15 +15,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
 from contextlib import nullcontext
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ct_pipeline.models.output import ModelOutput
 from ct_pipeline.progress import progress
 from ct_pipeline.training.checkpoint import BEST, LAST, run_directory
 from ct_pipeline.training.config import TrainConfig
@@ -217,13 +216,10 @@ def finish(
     )
 
 
-def float_output(output: Mapping[str, Any]) -> dict[str, Any]:
+def float_output(output: ModelOutput) -> ModelOutput:
     """fp32 copies of the network output, so the loss is computed outside autocast precision."""
-    return {
-        key: [t.float() for t in value]
-        if isinstance(value, list)
-        else value.float()
-        if torch.is_tensor(value)
-        else value
-        for key, value in output.items()
-    }
+    return ModelOutput(
+        volume=output["volume"].float(),
+        deep=[t.float() for t in output["deep"]],
+        attention=output["attention"],
+    )
