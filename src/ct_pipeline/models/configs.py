@@ -22,7 +22,31 @@ BP_UNET = "bp_unet"
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Per-level widths (levels 1, 1/2, 1/4, 1/8) and component switches."""
+    """Per-level widths (levels 1, 1/2, 1/4, 1/8) and component switches.
+
+    Args:
+        encoder_channels: 2-D encoder widths at detector scales 1 .. 1/8.
+        channels: 3-D U-Net widths at volume levels 1 .. 1/8.
+        lift_channels: Widths of the lifted view features entering each level.
+        cross_view_heads: Heads of the cross-view attention at 1/8 scale.
+        head_dim: Channels per Swin head.
+        window: Swin window side in voxels.
+        swin_depth: Swin blocks per stage (plain and shifted windows).
+        swin_levels: Levels whose blocks are hybrid CNN + Swin blocks.
+        light_levels: Levels whose blocks are a single convolution.
+        mlp_ratio: Swin MLP width over its input width.
+        view_fusion: "concat" or "mean_max" (see ``models/lifting.py``).
+        swin: Swin blocks on (off: the CNN-only ablation).
+        cross_view: Cross-view attention on.
+        residual_dense: Residual dense blocks (off: plain double convs).
+        attention_gates: Attention gates on the skip connections.
+        deep_supervision: Prediction heads at the coarser levels.
+
+    Raises:
+        ValueError: A width list is not 4 positive numbers, a level is not
+            within 0..3, an unknown fusion, or heads that do not divide the
+            encoder's last width.
+    """
 
     encoder_channels: tuple[int, int, int, int]  # 2-D encoder, per detector scale
     channels: tuple[int, int, int, int]  # 3-D U-Net, per volume level

@@ -140,10 +140,23 @@ def build_model(
 ) -> nn.Module:
     """The named network for ``num_views`` views.
 
-    A hybrid config ("tiny", "small", "medical", "unet_tiny", ...) with
-    ``overrides`` of any ModelConfig field (e.g. swin=False for an ablation),
-    or the plain reference "bp_unet" (no overrides). ``num_views`` is needed
-    by the configs whose weights are tied to it (view_fusion "concat", bp_unet).
+    Args:
+        name: A hybrid config ("tiny", "small", "medical", or its CNN-only
+            ablation "unet_tiny", "unet_small", "unet_medical"), or the plain
+            reference "bp_unet".
+        geometry: The detector and source the views come from; the lifting
+            traces its rays.
+        volume_size: Voxels along each side of the output cube (a multiple
+            of 8 for the hybrid, of 4 for bp_unet).
+        spacing_mm: The cube's voxel spacing.
+        num_views: Views per sample; needed by the configs whose weights are
+            tied to it (view_fusion "concat", bp_unet).
+        **overrides: Any ``ModelConfig`` field, e.g. ``swin=False`` for an
+            ablation (none for bp_unet).
+
+    Raises:
+        ValueError: An unknown name or field, a bad value, or bp_unet with
+            overrides or without ``num_views``.
     """
     model: nn.Module
     if name == BP_UNET:
