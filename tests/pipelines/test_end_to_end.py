@@ -265,9 +265,12 @@ def predicted(tiny_project: Any) -> Any:
     return tiny_project
 
 
-def test_predict_pipeline_writes_every_volume_on_its_ct_grid(predicted):
+def test_predict_pipeline_writes_every_test_volume_on_its_ct_grid(predicted):
+    # The model's training and validation patients are skipped by default.
     folder = predicted.data / "07_model_output/predictions"
-    patients = _patients(predicted)
+    split = _split(predicted)
+    patients = sorted(set(_patients(predicted)) - set(split["train"] + split["val"]))
+    assert patients == sorted(split["test"])
     assert sorted(p.name for p in folder.iterdir()) == [f"{p}.nii.gz" for p in patients]
     for patient in patients:
         prediction = _load_ct(folder / f"{patient}.nii.gz")

@@ -94,6 +94,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "radiographs.estimate_scatter", lambda v: isinstance(v, bool), "true or false"
     ),
+    Rule("predict.skip_model_patients", lambda v: isinstance(v, bool), "true or false"),
 )
 
 

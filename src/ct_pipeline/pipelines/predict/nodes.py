@@ -48,6 +48,30 @@ def reconstruct_volumes(
     }
 
 
+def predict_volumes(
+    drr_sets: Mapping[str, Any], best_model: ModelBundle, skip_model_patients: bool
+) -> dict[str, CTVolume]:
+    """Reconstructions of the DRR sets, without the patients the model trained
+    or chose its epoch on when ``skip_model_patients`` (their scores would say
+    nothing about it); the patients skipped are logged."""
+    known = set()
+    if skip_model_patients and best_model.split is not None:
+        known = set(best_model.split.get("train", ())) | set(
+            best_model.split.get("val", ())
+        )
+    skipped = sorted(p for p in drr_sets if p in known)
+    if skipped:
+        logger.info(
+            "predict skips %d of %d DRR sets, the model's training and validation "
+            "patients (predict.skip_model_patients: false reconstructs them too)",
+            len(skipped),
+            len(drr_sets),
+        )
+    return reconstruct_volumes(
+        drr_sets, best_model, [p for p in drr_sets if p not in known]
+    )
+
+
 def check_inputs(drr_sets: Mapping[str, Any], best_model: ModelBundle) -> None:
     """Every DRR set checked (``inference.check_input``) before any is
     reconstructed; raises naming each file the model cannot reconstruct from."""

@@ -4,6 +4,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 
 from ct_pipeline.pipelines.predict.nodes import (
     calibrate_radiographs,
+    predict_volumes,
     radiograph_figures,
     reconstruct_request,
     reconstruct_volumes,
@@ -15,8 +16,12 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     return pipeline(
         [
             node(
-                reconstruct_volumes,
-                inputs={"drr_sets": "predict_drr_sets", "best_model": "best_model"},
+                predict_volumes,
+                inputs={
+                    "drr_sets": "predict_drr_sets",
+                    "best_model": "best_model",
+                    "skip_model_patients": "params:predict.skip_model_patients",
+                },
                 outputs="predictions",
                 name="reconstruct_volumes",
                 tags=["inference"],
