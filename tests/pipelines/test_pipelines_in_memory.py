@@ -20,6 +20,7 @@ from ct_pipeline.pipelines.drr.pipeline import create_pipeline as drr_pipeline
 from ct_pipeline.pipelines.evaluate.pipeline import (
     create_pipeline as evaluate_pipeline,
 )
+from ct_pipeline.pipelines.predict.pipeline import create_pipeline as predict_pipeline
 from ct_pipeline.pipelines.train.pipeline import create_pipeline as train_pipeline
 from tiny_project import REPO_ROOT, TINY_PARAMS, _deep_update
 
@@ -56,7 +57,7 @@ def _run(pipeline, inputs: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def stages(tmp_path_factory) -> dict[str, Any]:
-    """drr, then train, then evaluate, each fed the previous one's outputs."""
+    """drr, then train, then evaluate and predict, each fed the outputs before it."""
     torch.set_num_threads(1)
     params = _params(tmp_path_factory.mktemp("in_memory"))
     drr = _run(
@@ -88,7 +89,24 @@ def stages(tmp_path_factory) -> dict[str, Any]:
             "params:evaluate": params["evaluate"],
         },
     )
-    return {"params": params, "drr": drr, "train": train, "evaluate": evaluate}
+    predict = _run(
+        predict_pipeline(),
+        {
+            "predict_drr_sets": drr["drr_sets"],
+            "best_model": train["best_model"],
+            "predict_radiographs": {},
+            "params:predict.skip_model_patients": True,
+            "params:drr.mu_water_per_mm": params["drr"]["mu_water_per_mm"],
+            "params:radiographs": params["radiographs"],
+        },
+    )
+    return {
+        "params": params,
+        "drr": drr,
+        "train": train,
+        "evaluate": evaluate,
+        "predict": predict,
+    }
 
 
 def test_drr_pipeline_hands_on_loaders_of_cubes_and_views(stages):
@@ -128,3 +146,15 @@ def test_evaluate_pipeline_scores_the_model_against_the_mean_volume(stages):
     assert isinstance(evaluate["headline_figure"], Figure)
     tags = evaluate["run_tags"]
     assert tags["mlflow.runName"] == "tiny-2v" and tags["n_parameters"].isdigit()
+
+
+def test_predict_pipeline_reconstructs_the_test_patients_and_scores_them(stages):
+    predict, split = stages["predict"], stages["train"]["patient_split"]
+    assert sorted(predict["predictions"]) == sorted(split["test"])
+    grid = stages["train"]["best_model"].grid
+    for volume in predict["predictions"].values():
+        assert CubeGrid.of(volume).size == grid.size
+    scores = predict["predict_reprojection"]
+    assert sorted(scores["patient"]) == sorted(split["test"])
+    assert (scores["reprojection/ncc"] > 0).all()
+    assert predict["radiograph_predictions"] == {}
