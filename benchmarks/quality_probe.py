@@ -23,7 +23,7 @@ import torch
 from ct_pipeline.ct import load_ct
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.drr.geometry import default_angles
-from ct_pipeline.inference import Refinement, refine
+from ct_pipeline.inference import ModelBundle, Refinement, refine
 from ct_pipeline.losses import ReconstructionLoss
 from ct_pipeline.metrics import HU_WINDOW, evaluate_volume, psnr_3d, to_hu
 from ct_pipeline.models import build_model
@@ -93,6 +93,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--refine-prior", type=float, default=3.0, help="the refinement's prior_weight"
+    )
+    parser.add_argument(
+        "--refine-tv",
+        type=float,
+        default=0.03,
+        help="the refinement's tv_weight (0.03 as shipped)",
+    )
+    parser.add_argument(
+        "--save",
+        default=None,
+        help="also write the trained weights as a model bundle here (with the "
+        "refinement scored), e.g. for benchmarks/real_ct_check.py",
     )
     parser.add_argument(
         "--score-val",
@@ -175,7 +187,7 @@ def main() -> None:
     scores = {"": score(model, test, angle_t)}
     if args.ema:
         scores["ema_"] = score(ema.module, test, angle_t)
-    refinement = Refinement(args.refine_steps, 0.01, args.refine_prior)
+    refinement = Refinement(args.refine_steps, 0.01, args.refine_prior, args.refine_tv)
 
     def refined(patient, unit):
         return refine_patient(patient, unit, vols, drrs, angles, refinement)
@@ -190,6 +202,18 @@ def main() -> None:
     if args.score_train:
         plain = ReconstructionDataset(vols, drrs, split["train"], angles)
         scores["train_"] = score(model, plain, angle_t)
+    if args.save:
+        ModelBundle(
+            state_dict={k: v.detach().clone() for k, v in model.state_dict().items()},
+            model=args.model,
+            model_overrides=json.loads(args.override),
+            geometry=train.geometry,
+            grid=train.grid,
+            angles_deg=tuple(angles),
+            hu_window=HU_WINDOW,
+            refinement=refinement,
+            split={part: tuple(ids) for part, ids in split.items()},
+        ).save(args.save)
     means = {
         prefix + k: v for prefix, values in scores.items() for k, v in values.items()
     }
