@@ -151,6 +151,24 @@ def test_reconstruct_applies_the_bundles_refinement():
     ) > psnr_3d(torch.from_numpy(to_unit(plain.hu)), torch.from_numpy(target))
 
 
+def test_a_reconstruction_file_names_the_model_and_run_that_made_it(tmp_path):
+    import nibabel as nib
+
+    from ct_pipeline.ct.io import save_ct
+
+    torch.manual_seed(0)
+    network = build_model("tiny", GEOMETRY, GRID.size, GRID.spacing_mm, 2).eval()
+    bundle = dataclasses.replace(
+        _bundle(Refinement(steps=2)), trained_in_run="0123456789abcdef0123"
+    )
+    volume = reconstruct(network, bundle, _views(_phantom()))
+    save_ct(volume, tmp_path / "p.nii.gz")
+    header = nib.load(tmp_path / "p.nii.gz").header
+    assert header["descrip"].item().decode() == (
+        "ct_pipeline tiny 2 views run 0123456789ab refined"
+    )
+
+
 def test_bundle_round_trips_and_old_bundles_reconstruct_unrefined():
     bundle = _bundle(Refinement(steps=7, lr=0.02, prior_weight=3.0, tv_weight=0.03))
     assert ModelBundle.from_dict(bundle.to_dict()) == bundle

@@ -146,6 +146,15 @@ class ModelBundle:
         return len(self.angles_deg)
 
     @property
+    def provenance(self) -> str:
+        """What a reconstruction's file header says made it (NIfTI ``descrip``:
+        80 characters), e.g. ``ct_pipeline small 2 views run 3f2a9c1b0d4e refined``;
+        the run is the tracking run that trained the weights."""
+        run = (self.trained_in_run or "untracked")[:12]
+        refined = " refined" if self.refinement.steps else ""
+        return f"ct_pipeline {self.model} {self.num_views} views run {run}{refined}"
+
+    @property
     def n_parameters(self) -> int:
         return count_parameters(self.network())
 
@@ -319,7 +328,9 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
         bundle.hu_window,
     )
     return CTVolume(
-        hu=to_hu(unit.numpy(), bundle.hu_window).astype(np.float32), affine=affine
+        hu=to_hu(unit.numpy(), bundle.hu_window).astype(np.float32),
+        affine=affine,
+        description=bundle.provenance,
     )
 
 

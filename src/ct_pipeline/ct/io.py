@@ -350,5 +350,6 @@ def save_ct(ct: CTVolume, path: str | os.PathLike) -> None:
     image.set_qform(ct.affine, code=1)
     image.set_sform(ct.affine, code=1)
     image.header.set_xyzt_units(xyz="mm")
+    image.header["descrip"] = ct.description.encode("ascii", "replace")[:80]
     with atomic_path(path) as temp:
         nib.save(image, temp)

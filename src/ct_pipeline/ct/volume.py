@@ -17,6 +17,9 @@ class CTVolume:
 
     hu: np.ndarray  # (I, J, K) float32
     affine: np.ndarray  # (4, 4) float64
+    # Where the volume came from, written into the NIfTI header's 80-byte
+    # ``descrip`` field (e.g. which model reconstructed it); "" for a scan.
+    description: str = ""
 
     def __post_init__(self) -> None:
         if self.hu.ndim != 3:
