@@ -50,6 +50,24 @@ def test_same_conv_gradients_are_the_convolution_s(bias: bool) -> None:
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
+def test_same_conv_backward_under_cpu_autocast() -> None:
+    # The backward pass must run in the forward's autocast state, or its
+    # convolutions meet a bfloat16 gradient and float32 weights.
+    torch.manual_seed(0)
+    layer = SameConv3d(2, 3)
+    ref = torch.nn.Conv3d(2, 3, 3, padding=1, bias=False)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(1, 2, 4, 4, 4)
+    grads = []
+    for conv in (layer, ref):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = conv(x)
+        assert y.dtype == torch.bfloat16
+        grads.append(torch.autograd.grad(y.float().square().sum(), conv.weight)[0])
+    assert grads[0].dtype == torch.float32
+    torch.testing.assert_close(grads[0], grads[1], rtol=0.05, atol=0.05)
+
+
 def test_same_conv_without_input_gradient() -> None:
     # A frozen input (the first layer's) asks only for the weight gradient.
     layer = SameConv3d(2, 2)

@@ -47,9 +47,11 @@ class _SameConv3dFunction(torch.autograd.Function):
     """3x3x3 convolution, stride 1, padding 1, whose weight gradient is itself
     a convolution: grad_w[o, i, k] = sum over batch b and voxel s of
     grad[b, o, s] * x[b, i, s + k - 1], i.e. ``x`` with the batch as channels
-    convolved by ``grad`` as the kernel."""
+    convolved by ``grad`` as the kernel. Under autocast the backward pass runs
+    in the forward's autocast state, so its convolutions see one dtype."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
     def forward(
         ctx: torch.autograd.function.FunctionCtx,
         x: torch.Tensor,
@@ -60,6 +62,7 @@ class _SameConv3dFunction(torch.autograd.Function):
         return F.conv3d(x, weight, bias, padding=1)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:

@@ -3,7 +3,6 @@ closing line, the best epoch's metrics, and the memory figure per rank."""
 
 from __future__ import annotations
 
-import resource
 import sys
 from collections.abc import Mapping
 
@@ -13,6 +12,8 @@ import torch
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource  # Unix only: imported where a CPU run needs it
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports kilobytes, macOS bytes.
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
