@@ -9,11 +9,6 @@ from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import TrainResult
 
 
-def run_name(model: str, num_views: int) -> str:
-    """What a tracking run of this model is called: ``small-2v``."""
-    return f"{model}-{num_views}v"
-
-
 def trained_bundle(
     result: TrainResult,
     config: TrainConfig,

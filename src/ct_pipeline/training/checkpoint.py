@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ct_pipeline.atomic import atomic_path
-from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.config import TrainConfig, run_name
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +25,11 @@ BEST = "best.pt"
 
 
 def run_directory(config: TrainConfig, data_signature: Mapping[str, Any]) -> Path:
-    """``<checkpoint_dir>/<model>-<hash>``: one folder per model/data identity."""
+    """``<checkpoint_dir>/<model>-<views>v-<hash>``: one folder per model/data
+    identity, named like the trained model."""
+    name = run_name(config.model, len(config.angles))
     return (
-        Path(config.checkpoint_dir)
-        / f"{config.model}-{config.identity_hash(data_signature)}"
+        Path(config.checkpoint_dir) / f"{name}-{config.identity_hash(data_signature)}"
     )
 
 

@@ -49,6 +49,11 @@ def _as_float(name: str, value: Any) -> float:
         raise ValueError(f"train.{name} must be a number, got {value!r}") from None
 
 
+def run_name(model: str, num_views: int) -> str:
+    """What a trained model and its tracking run are called: ``small-2v``."""
+    return f"{model}-{num_views}v"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything the training loop needs besides the data (see parameters_train.yml)."""

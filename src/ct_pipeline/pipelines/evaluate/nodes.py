@@ -39,7 +39,7 @@ from ct_pipeline.inference import ModelBundle
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.models import attention_maps
 from ct_pipeline.pipelines.predict.nodes import reconstruct_volumes
-from ct_pipeline.training.bundle import run_name
+from ct_pipeline.training.config import run_name
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,8 @@ from ct_pipeline.datasets.partitions import load_one, training_partitions
 from ct_pipeline.drr import DRRSet
 from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.training import TrainConfig, split_patients, train_model
-from ct_pipeline.training.bundle import run_name, trained_bundle
+from ct_pipeline.training.bundle import trained_bundle
+from ct_pipeline.training.config import run_name
 from ct_pipeline.training.sink import MetricSink
 
 
