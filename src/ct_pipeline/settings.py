@@ -40,9 +40,11 @@ from ct_pipeline.hooks import (  # noqa: E402 - after the telemetry switch
     ServedModelHook,
     SystemMetricsHook,
 )
+from ct_pipeline.hooks.model_folders import ModelFolderHook  # noqa: E402
 
 HOOKS = (
     ParameterCheckHook(),
+    ModelFolderHook(),
     LayerGuardHook(),
     SystemMetricsHook(),
     RunOwnerHook(),

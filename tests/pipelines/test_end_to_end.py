@@ -31,6 +31,12 @@ def _patients(project: Any) -> list[str]:
     return source["patients"]
 
 
+def _model(project: Any) -> str:
+    """The trained model's name, that of its folders: the model and its views."""
+    train = project.params["train"]
+    return f"{train['model']}-{train['num_views']}v"
+
+
 def _split(project: Any) -> dict[str, list[str]]:
     return json.loads((project.data / "05_model_input/patient_split.json").read_text())
 
@@ -50,8 +56,7 @@ def mlflow_run(tiny_project: Any):
     conf = yaml.safe_load((tiny_project.path / "conf/base/mlflow.yml").read_text())
     experiment = client.get_experiment_by_name(conf["tracking"]["experiment"]["name"])
     assert experiment is not None
-    train = tiny_project.params["train"]
-    name = f"{train['model']}-{train['num_views']}v"  # the run says what it trained
+    name = _model(tiny_project)  # the run says what it trained
     runs = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.mlflow.runName = '{name}'"
     )
@@ -95,7 +100,10 @@ def test_best_model_loads_weights_only_and_rebuilds_the_network(tiny_project):
     from ct_pipeline.inference import ModelBundle
 
     bundle = ModelBundle.from_dict(
-        torch.load(tiny_project.data / "06_models/best_model.pt", weights_only=True)
+        torch.load(
+            tiny_project.data / f"06_models/{_model(tiny_project)}/best_model.pt",
+            weights_only=True,
+        )
     )
     assert bundle.model == tiny_project.params["train"]["model"]
     assert bundle.grid.size == _volume_size(tiny_project)
@@ -107,7 +115,10 @@ def test_test_reconstructions_are_nifti_on_the_ct_grid(tiny_project):
     import nibabel as nib
 
     test = _split(tiny_project)["test"]
-    folder = tiny_project.data / "07_model_output/test_reconstructions"
+    folder = (
+        tiny_project.data
+        / f"07_model_output/{_model(tiny_project)}/test_reconstructions"
+    )
     assert sorted(p.name for p in folder.iterdir()) == [f"{p}.nii.gz" for p in test]
     for patient in test:
         image = nib.load(folder / f"{patient}.nii.gz")
@@ -145,7 +156,10 @@ def test_mlflow_run_holds_test_and_baseline_metrics(tiny_project, mlflow_run):
     for name in TEST_METRICS:
         assert np.isfinite(metrics[f"test/{name}"]), name
     # The baseline is the training-mean volume: recompute its PSNR from the table.
-    table = pd.read_csv(tiny_project.data / "08_reporting/test_metrics_per_patient.csv")
+    table = pd.read_csv(
+        tiny_project.data
+        / f"08_reporting/{_model(tiny_project)}/test_metrics_per_patient.csv"
+    )
     baseline = table[table["method"] == "mean_volume"]
     assert sorted(baseline["patient_id"]) == _split(tiny_project)["test"]
     assert metrics["baseline_mean/psnr_3d"] == pytest.approx(
@@ -171,7 +185,10 @@ def test_mlflow_run_is_tagged(tiny_project, mlflow_run):
     from ct_pipeline.inference import ModelBundle
 
     bundle = ModelBundle.from_dict(
-        torch.load(tiny_project.data / "06_models/best_model.pt", weights_only=True)
+        torch.load(
+            tiny_project.data / f"06_models/{_model(tiny_project)}/best_model.pt",
+            weights_only=True,
+        )
     )
     counted = sum(p.numel() for p in bundle.network().parameters())
     assert int(tags["n_parameters"]) == counted == bundle.n_parameters
@@ -250,7 +267,8 @@ def test_logged_model_reconstructs_one_drr_set(tiny_project, mlflow_run):
     np.testing.assert_allclose(output["affine"], truth.affine, atol=1e-4)
     # Same weights, same views: the served model equals the evaluation's output.
     evaluated = _load_ct(
-        tiny_project.data / f"07_model_output/test_reconstructions/{patient}.nii.gz"
+        tiny_project.data
+        / f"07_model_output/{_model(tiny_project)}/test_reconstructions/{patient}.nii.gz"
     )
     np.testing.assert_allclose(output["hu"], evaluated.hu, atol=0.5)
 
@@ -267,7 +285,7 @@ def predicted(tiny_project: Any) -> Any:
 
 def test_predict_pipeline_writes_every_test_volume_on_its_ct_grid(predicted):
     # The model's training and validation patients are skipped by default.
-    folder = predicted.data / "07_model_output/predictions"
+    folder = predicted.data / f"07_model_output/{_model(predicted)}/predictions"
     split = _split(predicted)
     patients = sorted(set(_patients(predicted)) - set(split["train"] + split["val"]))
     assert patients == sorted(split["test"])
