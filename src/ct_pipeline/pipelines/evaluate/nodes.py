@@ -178,9 +178,11 @@ def summarise_metrics(
         ] = pd.Series(unet_means)
     for name, value in sorted(metrics.items()):
         logger.info("%s = %.4f", name, value)
-    return {
-        name: {"value": value, "step": 0} for name, value in metrics.items()
-    }, comparison.reset_index()
+    table = comparison.reset_index()
+    # Tables of trainings at other views lie side by side: each says its views
+    # (those every row was scored at; the training-mean volume needs none).
+    table.insert(1, "views", best_model.num_views)
+    return {name: {"value": value, "step": 0} for name, value in metrics.items()}, table
 
 
 def _matching_unet_run(
