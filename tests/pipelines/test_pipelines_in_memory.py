@@ -152,8 +152,8 @@ def test_predict_pipeline_reconstructs_the_test_patients_and_scores_them(stages)
     predict, split = stages["predict"], stages["train"]["patient_split"]
     assert sorted(predict["predictions"]) == sorted(split["test"])
     grid = stages["train"]["best_model"].grid
-    for volume in predict["predictions"].values():
-        assert CubeGrid.of(volume).size == grid.size
+    for volume in predict["predictions"].values():  # loaders, written one by one
+        assert CubeGrid.of(volume()).size == grid.size
     scores = predict["predict_reprojection"]
     assert sorted(scores["patient"]) == sorted(split["test"])
     assert (scores["reprojection/ncc"] > 0).all()

@@ -12,7 +12,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from ct_pipeline.atomic import replaced_folder
+from ct_pipeline.atomic import atomic_path, replaced_folder
 from ct_pipeline.commit import LayerCommit, write_stamp
 from ct_pipeline.datasets.base import LocalFileDataset
 from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored, layer_id
@@ -59,6 +59,21 @@ def save_patients(
                 _link(value.files[0], path)
             else:
                 write(load_one(value), path)
+
+
+def save_each(
+    folder: Path,
+    data: Mapping[str, Any],
+    write: Callable[[Any, Path], None],
+    suffix: str,
+) -> None:
+    """Write every patient's value (or loader of one) as ``<patient><suffix>``
+    with ``write(value, path)``, each file atomically as soon as its value is
+    computed, replacing only that patient's file: an interrupted run keeps the
+    patients it finished, and the folder's other patients stay."""
+    for patient in progress(sorted(data), desc=f"write {folder}", unit="patient"):
+        with atomic_path(folder / f"{patient}{suffix}") as path:
+            write(load_one(data[patient]), path)
 
 
 def _same_kind(value: Stored, suffix: str) -> bool:

@@ -20,7 +20,7 @@ from ct_pipeline.ct.io import (
     detached_data_files,
     is_ct_file,
 )
-from ct_pipeline.datasets.folder import save_patients
+from ct_pipeline.datasets.folder import save_each, save_patients
 from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored
 
 logger = logging.getLogger(__name__)
@@ -49,14 +49,21 @@ class CTFolderDataset(StagedLayer, AbstractDataset[Mapping[str, Any], PatientLay
     written. ``read_only`` folders (user input) refuse to be written, and
     refuse to load while any entry is not a CT or has an unreadable header:
     the error lists every such entry and why, so that nothing is made from a
-    folder the user believes holds their CTs.
+    folder the user believes holds their CTs. ``incremental`` folders are
+    written a file at a time instead (``save_each``): each patient's file as
+    soon as it is computed, the folder's other files kept.
     """
 
     def __init__(
-        self, path: str, read_only: bool = False, metadata: dict[str, Any] | None = None
+        self,
+        path: str,
+        read_only: bool = False,
+        incremental: bool = False,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self._path = Path(path)
         self._read_only = read_only
+        self._incremental = incremental
         self.metadata = metadata
 
     @property
@@ -138,10 +145,17 @@ class CTFolderDataset(StagedLayer, AbstractDataset[Mapping[str, Any], PatientLay
             raise DatasetError(
                 f"{self._path} is input: the pipeline never writes to it"
             )
-        save_patients(self._path, data, save_ct, ".nii.gz", self._commit)
+        if self._incremental:
+            save_each(self._path, data, save_ct, ".nii.gz")
+        else:
+            save_patients(self._path, data, save_ct, ".nii.gz", self._commit)
 
     def _exists(self) -> bool:
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path), "read_only": self._read_only}
+        return {
+            "path": str(self._path),
+            "read_only": self._read_only,
+            "incremental": self._incremental,
+        }

@@ -180,34 +180,39 @@ def radiograph_figure(
     stored (PatientOrientation letters at their edges), the calibrated views
     (radiograph display, head up), the reconstruction's reprojections (drawn
     with the views' own display window, so a mismatch shows as a difference
-    in brightness), and axial / coronal / sagittal slices of the volume."""
+    in brightness), and axial / coronal / sagittal slices of the volume.
+    Without films (a DRR set) the first row is left out and the views are
+    the input ones."""
     views, reprojections = np.asarray(views), np.asarray(reprojections)
     if views.shape != reprojections.shape or views.shape[0] != len(angles_deg):
         raise ValueError(
             f"views {views.shape} and reprojections {reprojections.shape} must "
             f"both be (V, H, W) with V = {len(angles_deg)} angles"
         )
+    film_rows = 1 if films else 0
     n = max(len(films), len(angles_deg), 3)
-    fig = Figure(figsize=(2.6 * n, 10.4), layout="constrained")
+    fig = Figure(figsize=(2.6 * n, 2.6 * (3 + film_rows)), layout="constrained")
     fig.suptitle(title)
-    axes = fig.subplots(4, n, squeeze=False)
+    axes = fig.subplots(3 + film_rows, n, squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, film in zip(axes[0], films, strict=False):
         _show_film(ax, film)
         ax.set_title(f"as stored: {film.source.rsplit('/', 1)[-1]}", fontsize=8)
+    views_label = "calibrated" if films else "input"
     for k, angle in enumerate(angles_deg):
         high = float(np.percentile(views[k], 99.5)) or 1.0
         name = view_label(float(angle))
         for row, (what, image) in enumerate(
-            (("calibrated", views[k]), ("reprojected", reprojections[k])), start=1
+            ((views_label, views[k]), ("reprojected", reprojections[k])),
+            start=film_rows,
         ):
             ax = axes[row, k]
             ax.imshow(image, cmap="gray", vmin=0.0, vmax=high)
             ax.set_title(f"{what}, {float(angle):g}° {name}", fontsize=8)
             mark_sides(ax, float(angle))
     for ax, (plane, image) in zip(
-        axes[3], orthogonal_slices(volume_hu).items(), strict=False
+        axes[-1], orthogonal_slices(volume_hu).items(), strict=False
     ):
         ax.set_axis_on()
         ax.imshow(

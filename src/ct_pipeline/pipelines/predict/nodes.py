@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -50,10 +51,15 @@ def reconstruct_volumes(
 
 def predict_volumes(
     drr_sets: Mapping[str, Any], best_model: ModelBundle, skip_model_patients: bool
-) -> dict[str, CTVolume]:
+) -> dict[str, Callable[[], CTVolume]]:
     """Reconstructions of the DRR sets, without the patients the model trained
     or chose its epoch on when ``skip_model_patients`` (their scores would say
-    nothing about it); the patients skipped are logged."""
+    nothing about it); the patients skipped are logged.
+
+    Each is a loader, reconstructed when the dataset writes it (Kedro's lazy
+    saving): every file is written as soon as its patient is done, so an
+    interrupted run keeps the patients it finished.
+    """
     known = set()
     if skip_model_patients and best_model.split is not None:
         known = set(best_model.split.get("train", ())) | set(
@@ -67,9 +73,17 @@ def predict_volumes(
             len(skipped),
             len(drr_sets),
         )
-    return reconstruct_volumes(
-        drr_sets, best_model, [p for p in drr_sets if p not in known]
-    )
+    wanted = {p: drr for p, drr in drr_sets.items() if p not in known}
+    check_inputs(wanted, best_model)
+    network = best_model.network()
+    return {
+        patient: partial(_reconstruct, network, best_model, drr)
+        for patient, drr in wanted.items()
+    }
+
+
+def _reconstruct(network: Any, best_model: ModelBundle, drr: Any) -> CTVolume:
+    return reconstruct(network, best_model, load_one(drr))
 
 
 def check_inputs(drr_sets: Mapping[str, Any], best_model: ModelBundle) -> None:
@@ -131,6 +145,8 @@ def score_reprojections(
     """One row per patient: how well its volume explains the views it was
     reconstructed from (``reprojection_scores``); low scores are warned about."""
     rows = []
+    # The folder may also hold earlier runs' patients, whose views are not here.
+    volumes = {p: v for p, v in volumes.items() if p in drr_sets}
     for patient, volume in iter_partitions(volumes, desc="reproject"):
         views = load_one(drr_sets[patient]).select(best_model.angles_deg)
         scores = reprojection_scores(volume, views)
@@ -155,11 +171,30 @@ def radiograph_figures(
     """One PNG per patient (``evaluation.figures.radiograph_figure``): the
     films as stored, the calibrated views, the volume's reprojections and its
     slices; the picture to look at before trusting a reconstruction."""
+    return _figures(drr_sets, volumes, best_model, radiographs)
+
+
+def prediction_figures(
+    drr_sets: Mapping[str, Any], volumes: Mapping[str, Any], best_model: ModelBundle
+) -> dict[str, bytes]:
+    """One PNG per predicted patient with views here: the input views, the
+    volume's reprojections and its slices."""
+    return _figures(
+        drr_sets, {p: v for p, v in volumes.items() if p in drr_sets}, best_model
+    )
+
+
+def _figures(
+    drr_sets: Mapping[str, Any],
+    volumes: Mapping[str, Any],
+    best_model: ModelBundle,
+    radiographs: Mapping[str, Any] | None = None,
+) -> dict[str, bytes]:
     figures = {}
     for patient, volume in iter_partitions(volumes, desc="figures"):
         views = load_one(drr_sets[patient]).select(best_model.angles_deg)
         figure = radiograph_figure(
-            load_one(radiographs[patient]),
+            load_one(radiographs[patient]) if radiographs is not None else [],
             views.projections,
             reproject(volume, views),
             views.angles_deg.tolist(),

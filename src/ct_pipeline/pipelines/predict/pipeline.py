@@ -5,6 +5,7 @@ from kedro.pipeline import Pipeline, node, pipeline
 from ct_pipeline.pipelines.predict.nodes import (
     calibrate_radiographs,
     predict_volumes,
+    prediction_figures,
     radiograph_figures,
     reconstruct_request,
     reconstruct_volumes,
@@ -35,6 +36,16 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 },
                 outputs="predict_reprojection",
                 name="score_prediction_reprojections",
+            ),
+            node(
+                prediction_figures,
+                inputs={
+                    "drr_sets": "predict_drr_sets",
+                    "volumes": "predictions",
+                    "best_model": "best_model",
+                },
+                outputs="prediction_figures",
+                name="prediction_figures",
             ),
             node(
                 calibrate_radiographs,
