@@ -413,3 +413,19 @@ def test_the_run_holds_the_best_epoch_beside_the_last(mlflow_run):
     assert metrics["best/epoch"] == best.step
     assert metrics["best/val_psnr_3d"] == pytest.approx(best.value)
     assert "best/val_ssim_3d" in metrics
+
+
+def test_the_ui_link_opens_the_runs_table_on_columns_the_run_logged(mlflow_run):
+    from ct_pipeline.hooks.results_view import SHARED_VIEW_TAG
+
+    client, run = mlflow_run
+    experiment = client.get_experiment(run.info.experiment_id)
+    state = json.loads(experiment.tags[SHARED_VIEW_TAG])
+    columns = state["selectedColumns"]
+    assert state["columnOrder"] == columns and state["orderByKey"] == columns[0]
+    # The UI shows a column only for a key some run holds: a renamed metric
+    # would leave the results table empty again.
+    logged = {f"metrics.`{k}`" for k in run.data.metrics}
+    logged |= {f"params.`{k}`" for k in run.data.params}
+    assert set(columns) <= logged, set(columns) - logged
+    assert any(c.startswith("metrics.`test/") for c in columns)

@@ -24,14 +24,12 @@ from ct_pipeline.commit import LayerCommit, recover
 from ct_pipeline.datasets.layers import ManifestDataset, StagedLayer
 from ct_pipeline.evaluation.model_card import CARD_NAME, model_card
 from ct_pipeline.hooks.checks import check_parameters
+from ct_pipeline.hooks.results_view import results_view_url
 from ct_pipeline.lock import acquire, process_alive, release
 from ct_pipeline.pipelines.predict.serving import served_input, served_signature
 from ct_pipeline.training.data import load_one
 
 logger = logging.getLogger(__name__)
-
-# The MLflow UI's page of experiments in its model-training view.
-UI_URL = "http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 
 
 def base_parameters(config_loader: Any) -> dict[str, Any]:
@@ -256,11 +254,10 @@ class RunSummaryHook:
             written = written_paths(pipeline, catalog)
             lines += ["This run wrote:"] + [f"  {k}: {v}" for k, v in written.items()]
         if run is not None:
+            url = results_view_url(MlflowClient(), run.info.experiment_id)
             lines += [
                 f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}",
-                f"  open it with `{ui_command()}` (or `make mlflow-ui`),"
-                # MLflow 3 opens in its GenAI view unless asked for this one.
-                f" then {UI_URL}",
+                f"  open it with `{ui_command()}` (or `make mlflow-ui`), then {url}",
             ]
         logger.info("\n".join(lines))
 
