@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,14 @@ from kedro.io import AbstractDataset, DatasetError
 from ct_pipeline.atomic import replaced_folder
 from ct_pipeline.commit import LayerCommit, write_stamp
 from ct_pipeline.datasets.base import LocalFileDataset
-from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored, layer_id
+from ct_pipeline.datasets.layers import (
+    PatientLayer,
+    StagedLayer,
+    Stored,
+    layer_id,
+    layer_workers,
+)
+from ct_pipeline.pool import computed_as_done
 from ct_pipeline.progress import progress
 from ct_pipeline.training.data import load_one
 
@@ -52,13 +59,31 @@ def save_patients(
         dataset_id = layer_id(data)
         if dataset_id is not None:
             write_stamp(staging, dataset_id)
+        linked = {
+            p: v
+            for p, v in data.items()
+            if isinstance(v, Stored) and _same_kind(v, suffix)
+        }
+        to_make = {p: v for p, v in data.items() if p not in linked}
         # Lazy values are computed here, so this is where the work shows.
-        for patient in progress(sorted(data), desc=f"write {folder}", unit="patient"):
-            value, path = data[patient], staging / f"{patient}{suffix}"
-            if isinstance(value, Stored) and _same_kind(value, suffix):
-                _link(value.files[0], path)
-            else:
-                write(load_one(value), path)
+        with progress(total=len(data), desc=f"write {folder}", unit="patient") as bar:
+            for patient in sorted(linked):
+                _link(linked[patient].files[0], staging / f"{patient}{suffix}")
+                bar.update()
+            for patient, value in _made(to_make, layer_workers(data)):
+                write(value, staging / f"{patient}{suffix}")
+                bar.update()
+
+
+def _made(values: Mapping[str, Any], workers: int) -> Iterator[tuple[str, Any]]:
+    """Each patient's value: computed here one at a time, or by a pool of
+    ``workers`` processes where the values are loaders and more than one is due."""
+    workers = min(workers, len(values))
+    if workers > 1 and all(callable(v) for v in values.values()):
+        yield from computed_as_done(values, workers)
+        return
+    for patient in sorted(values):
+        yield patient, load_one(values[patient])
 
 
 def _same_kind(value: Stored, suffix: str) -> bool:

@@ -38,21 +38,29 @@ class Stored:
 
 
 class PatientLayer(dict[str, Any]):
-    """A layer's patients (id -> value or loader) and the data set they belong to."""
+    """A layer's patients (id -> value or loader), the data set they belong
+    to, and how many worker processes may compute its loaders when it is saved."""
 
     def __init__(
         self,
         items: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
         *,
         dataset_id: str | None = None,
+        workers: int = 1,
     ) -> None:
         super().__init__(items)
         self.dataset_id = dataset_id
+        self.workers = workers
 
 
 def layer_id(layer: Mapping[str, Any]) -> str | None:
     """The data-set id of a loaded layer (None: written without a manifest)."""
     return getattr(layer, "dataset_id", None)
+
+
+def layer_workers(layer: Mapping[str, Any]) -> int:
+    """How many processes may compute the layer's loaders (1: this one)."""
+    return int(getattr(layer, "workers", 1))
 
 
 class StagedLayer:

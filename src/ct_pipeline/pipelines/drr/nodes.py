@@ -20,6 +20,7 @@ from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.phantoms import phantom_loaders
 from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
+from ct_pipeline.pipelines.drr.workload import shard_patients, worker_count
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,13 @@ def describe_dataset(
         raise ValueError(
             "no CT to preprocess: the raw folder is empty and no phantoms were made"
         )
+    # A shard's data set is its part of the patients (see the README).
+    volumes = {p: volumes[p] for p in shard_patients(volumes, drr.get("shard"))}
+    if not volumes:
+        raise ValueError(
+            f"drr.shard {drr.get('shard')} holds no patient: there are fewer "
+            "patients than shards; nothing was written"
+        )
     manifest = build_manifest(source, volumes, phantoms, preprocess, drr)
     log_changes(manifest, previous)
     return manifest
@@ -142,16 +150,20 @@ def _layer(
     previous_manifest: Mapping[str, Any] | None,
     previous_layer: Mapping[str, Any] | None,
     what: str,
+    workers: int | None,
 ) -> PatientLayer:
     """``made`` (a loader per patient) stamped with the data set's id, the
-    previous files kept for the patients whose fingerprint did not change."""
+    previous files kept for the patients whose fingerprint did not change,
+    the others to be made by ``workers`` processes when saved."""
+    processes = worker_count(workers)
     if manifest is None:
-        return PatientLayer(made)
+        return PatientLayer(made, workers=processes)
     previous_layer = previous_layer or {}
     keep = reusable(manifest, previous_manifest or {}, previous_layer, what)
     return PatientLayer(
         {p: previous_layer[p] if p in keep else made[p] for p in sorted(made)},
         dataset_id=manifest["dataset_id"],
+        workers=processes,
     )
 
 
@@ -162,16 +174,19 @@ def preprocess_volumes(
     manifest: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
     previous_manifest: Mapping[str, Any] | None = None,
+    workers: int | None = 1,
 ) -> PatientLayer:
     """Resample every CT to the isotropic cube the network sees (lazily, per
-    patient; a patient whose fingerprint in ``manifest`` did not change keeps
-    its ``previous`` cube)."""
+    patient, by ``workers`` processes; a patient whose fingerprint in
+    ``manifest`` did not change keeps its ``previous`` cube)."""
     _, volumes = _sources(raw_ct, phantom_ct)
+    # The manifest's patients: all, or a shard's.
+    patients = manifest["patients"] if manifest is not None else sorted(volumes)
     made = {
         patient: partial(_preprocessed, patient, volumes[patient], params)
-        for patient in volumes
+        for patient in patients
     }
-    return _layer(made, manifest, previous_manifest, previous, "cubes")
+    return _layer(made, manifest, previous_manifest, previous, "cubes", workers)
 
 
 def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
@@ -187,8 +202,6 @@ def _rendered(
     angles: list[float],
     params: dict[str, Any],
 ) -> DRRSet:
-    # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return views_of_finer_anatomy(
         load_one(source),
         CubeGrid.of(load_one(cube)),
@@ -197,8 +210,13 @@ def _rendered(
         params["mu_water_per_mm"],
         int(params["view_oversample"]),
         mirrored=True,
-        device=device,
+        device=_render_device(),
     )
+
+
+def _render_device() -> str:
+    # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def render_drr_sets(
@@ -228,7 +246,9 @@ def render_drr_sets(
         )
         for patient in preprocessed_ct
     }
-    return _layer(made, manifest, previous_manifest, previous, "DRR sets")
+    # One GPU is shared best by one process rendering patient after patient.
+    workers = 1 if _render_device() == "cuda" else params.get("workers")
+    return _layer(made, manifest, previous_manifest, previous, "DRR sets", workers)
 
 
 def _preview(patient: str, drr: Callable[[], DRRSet] | DRRSet) -> bytes:
@@ -243,9 +263,10 @@ def make_drr_previews(
     manifest: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
     previous_manifest: Mapping[str, Any] | None = None,
+    workers: int | None = 1,
 ) -> PatientLayer:
     """Radiograph-like PNG strips of every patient's views, for people to look at."""
     made = {
         patient: partial(_preview, patient, drr_sets[patient]) for patient in drr_sets
     }
-    return _layer(made, manifest, previous_manifest, previous, "previews")
+    return _layer(made, manifest, previous_manifest, previous, "previews", workers)
