@@ -1,8 +1,9 @@
-"""One value per patient, computed by a pool of worker processes.
+"""Patients' files made side by side by a pool of worker processes.
 
-The parent hands out one patient per worker at a time and gets each value
-back as it finishes, so at most ``workers`` values are in memory at once,
-whatever the number of patients.
+Each worker makes one patient's value and writes its file itself, so the
+value never travels back to the parent: the parent holds none, at most
+``workers`` values exist at once (one per worker), and the writing (gzip of a
+NIfTI, PNG encoding) is spread over the cores like the computing.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import multiprocessing
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
 import torch
 
-T = TypeVar("T")
+# A patient's job: what makes its value, how a value is written, and where.
+Job = tuple[Callable[[], Any], Callable[[Any, Path], None], Path]
 
 
 class PatientFailed(RuntimeError):
-    """A worker's computation of one patient's value raised."""
+    """A worker's making or writing of one patient's file raised."""
 
 
 def _init_worker() -> None:
@@ -28,56 +31,59 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _call(make: Callable[[], Any]) -> Any:
-    return make()
+def _make_and_write(
+    make: Callable[[], Any], write: Callable[[Any, Path], None], path: Path
+) -> None:
+    write(make(), path)
 
 
-def computed_as_done(
-    makers: Mapping[str, Callable[[], T]], workers: int
-) -> Iterator[tuple[str, T]]:
-    """``(key, makers[key]())`` for every key, computed in ``workers`` spawned
-    processes (fork is unsafe once torch has started its threads), in the
-    order they finish. Makers must pickle (module-level functions, partials).
+def written_by_pool(jobs: Mapping[str, Job], workers: int) -> Iterator[str]:
+    """Run every patient's job in ``workers`` spawned processes (fork is unsafe
+    once torch has started its threads), yielding each patient as its file is
+    written. A job must pickle (module-level functions, partials of them).
 
-    A failure stops the pool and raises ``PatientFailed`` naming the patient.
+    The first failure cancels the patients not started, waits for those
+    running and raises ``PatientFailed`` naming the patient.
     """
-    pending = iter(sorted(makers))
-    running: dict[Future[T], str] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init_worker
     ) as pool:
+        # One patient per worker at a time: a worker that dies is then known
+        # to have been making one of ``running``.
+        pending = iter(sorted(jobs))
+        running: dict[Future[None], str] = {}
 
-        def submit_next() -> None:
-            key = next(pending, None)
-            if key is not None:
-                running[pool.submit(_call, makers[key])] = key
+        def start_next() -> None:
+            patient = next(pending, None)
+            if patient is not None:
+                running[pool.submit(_make_and_write, *jobs[patient])] = patient
 
         for _ in range(workers):
-            submit_next()
+            start_next()
         try:
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    key = running.pop(future)
-                    value = _result(future, key, running.values())
-                    submit_next()
-                    yield key, value
+                for future in sorted(done, key=running.__getitem__):
+                    patient = running.pop(future)
+                    _check(future, patient, running.values())
+                    start_next()
+                    yield patient
         finally:
             for future in running:
                 future.cancel()
 
 
-def _result(future: Future[T], key: str, others: Any) -> T:
+def _check(future: Future[None], patient: str, others: Any) -> None:
     try:
-        return future.result()
+        future.result()
     except BrokenProcessPool as error:
-        busy = ", ".join(sorted({key, *others}))
+        busy = ", ".join(sorted({patient, *others}))
         raise PatientFailed(
-            f"a worker process died (out of memory? killed?) while making "
-            f"patient(s) {busy}; rerun with fewer drr.workers"
+            "a drr worker process died (out of memory? killed?) while making "
+            f"one of: {busy}; rerun with fewer drr.workers"
         ) from error
     except Exception as error:
         raise PatientFailed(
-            f"patient {key}: {type(error).__name__}: {error}"
+            f"patient {patient}: {type(error).__name__}: {error}"
         ) from error

@@ -22,7 +22,7 @@ from ct_pipeline.datasets.layers import (
     layer_id,
     layer_workers,
 )
-from ct_pipeline.pool import computed_as_done
+from ct_pipeline.pool import written_by_pool
 from ct_pipeline.progress import progress
 from ct_pipeline.training.data import load_one
 
@@ -70,20 +70,29 @@ def save_patients(
             for patient in sorted(linked):
                 _link(linked[patient].files[0], staging / f"{patient}{suffix}")
                 bar.update()
-            for patient, value in _made(to_make, layer_workers(data)):
-                write(value, staging / f"{patient}{suffix}")
+            for _ in _made(to_make, write, staging, suffix, layer_workers(data)):
                 bar.update()
 
 
-def _made(values: Mapping[str, Any], workers: int) -> Iterator[tuple[str, Any]]:
-    """Each patient's value: computed here one at a time, or by a pool of
-    ``workers`` processes where the values are loaders and more than one is due."""
+def _made(
+    values: Mapping[str, Any],
+    write: Callable[[Any, Path], None],
+    staging: Path,
+    suffix: str,
+    workers: int,
+) -> Iterator[str]:
+    """Write each patient's value into ``staging``: here, one at a time, or by
+    a pool of ``workers`` processes where the values are loaders (lazy) and
+    more than one is due. Yields each patient as it is written."""
+    paths = {patient: staging / f"{patient}{suffix}" for patient in values}
     workers = min(workers, len(values))
     if workers > 1 and all(callable(v) for v in values.values()):
-        yield from computed_as_done(values, workers)
+        jobs = {p: (values[p], write, paths[p]) for p in values}
+        yield from written_by_pool(jobs, workers)
         return
     for patient in sorted(values):
-        yield patient, load_one(values[patient])
+        write(load_one(values[patient]), paths[patient])
+        yield patient
 
 
 def _same_kind(value: Stored, suffix: str) -> bool:
@@ -101,6 +110,10 @@ def _link(source: Path, path: Path) -> None:
 
 def _load(cls: type[LocalFileDataset[Any, Any]], path: Path) -> Any:
     return cls(str(path)).load()
+
+
+def _save(cls: type[LocalFileDataset[Any, Any]], value: Any, path: Path) -> None:
+    cls(str(path)).save(value)
 
 
 class PatientFolderDataset(
@@ -151,10 +164,9 @@ class PatientFolderDataset(
         )
 
     def save(self, data: Mapping[str, Any]) -> None:
-        save_patients(self._path, data, self._write, self._suffix, self._commit)
-
-    def _write(self, value: Any, path: Path) -> None:
-        self._dataset(str(path)).save(value)
+        # A module-level writer: worker processes get it pickled.
+        write = partial(_save, self._dataset)
+        save_patients(self.target_path, data, write, self._suffix, self._commit)
 
     def _exists(self) -> bool:
         return self._path.is_dir()
