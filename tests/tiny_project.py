@@ -77,9 +77,12 @@ class TinyProject:
         """The parameters the run sees (conf/local repeats every group)."""
         return yaml.safe_load((self.path / "conf/local/parameters.yml").read_text())
 
-    def run(self, pipeline_name: str | None = None) -> int:
-        """``kedro run``; returns how many MLflow runs it left active in this process."""
-        return run_kedro(self.path, pipeline_name)
+    def run(
+        self, pipeline_name: str | None = None, params: dict[str, Any] | None = None
+    ) -> int:
+        """``kedro run [--params ...]``; returns how many MLflow runs it left
+        active in this process."""
+        return run_kedro(self.path, pipeline_name, params)
 
 
 def tracking_uri(project: Path) -> str:
@@ -145,8 +148,13 @@ def inside(path: Path) -> Iterator[None]:
         os.chdir(previous)
 
 
-def run_kedro(project: Path, pipeline_name: str | None = None) -> int:
-    """``kedro run [--pipelines NAME]`` in-process, in env local, from inside ``project``.
+def run_kedro(
+    project: Path,
+    pipeline_name: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> int:
+    """``kedro run [--pipelines NAME] [--params ...]`` in-process, in env
+    local, from inside ``project`` (``params`` nested, as --params makes them).
 
     Returns how many MLflow runs the session left active in this process.
     Torch runs single-threaded: on two shared cores a second thread slows the
@@ -168,7 +176,9 @@ def run_kedro(project: Path, pipeline_name: str | None = None) -> int:
     with inside(project):
         bootstrap_project(project)
         try:
-            with KedroSession.create(project_path=project, env="local") as session:
+            with KedroSession.create(
+                project_path=project, env="local", runtime_params=params
+            ) as session:
                 session.run(pipeline_name=pipeline_name)
         finally:
             torch.set_num_threads(threads)

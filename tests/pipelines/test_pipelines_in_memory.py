@@ -65,7 +65,7 @@ def stages(tmp_path_factory) -> dict[str, Any]:
         {"raw_ct": {}}
         | {f"previous_{k}": {} for k in PREVIOUS_LAYERS}
         | {f"params:{k}": params[k] for k in ("raw", "phantoms", "preprocess", "drr")}
-        | {"params:drr.workers": params["drr"]["workers"]},
+        | {f"params:drr.{k}": params["drr"][k] for k in ("workers", "shard")},
     )
     train = _run(
         train_pipeline(),

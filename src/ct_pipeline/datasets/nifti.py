@@ -138,7 +138,7 @@ class CTFolderDataset(StagedLayer, AbstractDataset[Mapping[str, Any], PatientLay
             raise DatasetError(
                 f"{self._path} is input: the pipeline never writes to it"
             )
-        save_patients(self._path, data, save_ct, ".nii.gz", self._commit)
+        save_patients(self.target_path, data, save_ct, ".nii.gz", self._commit)
 
     def _exists(self) -> bool:
         return self._path.is_dir()

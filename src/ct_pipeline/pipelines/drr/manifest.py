@@ -97,15 +97,29 @@ def build_manifest(
         patient: _digest({"patient": patient, "input": inputs[patient]} | made_by)
         for patient in sorted(volumes)
     }
+    parameters = {"preprocess": preprocess, "drr": drr} | (
+        {"phantoms": phantoms} if source == "phantom" else {}
+    )
+    return assemble_manifest(source, parameters, fingerprints, inputs)
+
+
+def assemble_manifest(
+    source: str,
+    parameters: Mapping[str, Any],
+    fingerprints: Mapping[str, str],
+    inputs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The manifest of patients with these fingerprints and inputs; its id is
+    that of the fingerprints alone, so the same patients made in one run or
+    in shards merged afterwards are the same data set."""
     return {
         "dataset_id": _digest(sorted(fingerprints.items()))[:16],
         "source": source,
         "patients": sorted(fingerprints),
         "format_version": FORMAT_VERSION,
-        "parameters": {"preprocess": preprocess, "drr": drr}
-        | ({"phantoms": phantoms} if source == "phantom" else {}),
-        "fingerprints": fingerprints,
-        "inputs": inputs,
+        "parameters": dict(parameters),
+        "fingerprints": dict(sorted(fingerprints.items())),
+        "inputs": dict(sorted(inputs.items())),
     }
 
 

@@ -20,7 +20,11 @@ from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.phantoms import phantom_loaders
 from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
-from ct_pipeline.pipelines.drr.workload import shard_patients, worker_count
+from ct_pipeline.pipelines.drr.workload import (
+    parse_shard,
+    shard_patients,
+    worker_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,9 @@ def make_phantoms(
     raw_ct: Mapping[str, Callable[[], CTVolume]],
     current_source: Mapping[str, Any] | None,
     params: dict[str, Any],
-) -> dict[str, Callable[[], CTVolume]]:
+    shard: str | None = None,
+    workers: int | None = 1,
+) -> PatientLayer:
     """Procedural chest phantoms, only when the raw folder holds nothing.
 
     ``current_source`` is the ``ct_source`` record of the data set on disk
@@ -59,13 +65,14 @@ def make_phantoms(
 
     Lazy, like every node of this pipeline: it returns a maker per patient,
     and the dataset computes and writes one patient at a time, so memory does
-    not grow with the number of patients.
+    not grow with the number of patients; ``workers`` processes make them
+    side by side. A shard (``drr.shard``) makes only its part of them.
     """
     if raw_ct:
         logger.info(
             "Using %d CT(s) from the raw folder; no phantoms generated", len(raw_ct)
         )
-        return {}
+        return PatientLayer()
     if (
         current_source
         and current_source.get("source") == "raw"
@@ -80,6 +87,14 @@ def make_phantoms(
             "them with phantoms; nothing was written"
         )
     logger.info("Raw folder is empty: generating %d chest phantoms", params["count"])
+    loaders = _phantom_loaders(params)
+    return PatientLayer(
+        {p: loaders[p] for p in shard_patients(loaders, parse_shard(shard))},
+        workers=worker_count(workers),
+    )
+
+
+def _phantom_loaders(params: Mapping[str, Any]) -> dict[str, Callable[[], CTVolume]]:
     return phantom_loaders(
         n=params["count"],
         seed=params["seed"],
@@ -126,22 +141,34 @@ def describe_dataset(
     preprocess: dict[str, Any],
     drr: dict[str, Any],
 ) -> dict[str, Any]:
-    """The data set's manifest (see ``manifest.py``), logged against the previous one."""
+    """The data set's manifest (see ``manifest.py``), logged against the previous one.
+
+    A shard's (``drr.shard`` i/n) is the manifest of its part of the patients,
+    with the shard and the list of all patients, which its merge checks.
+    """
     source, volumes = _sources(raw_ct, phantom_ct)
-    if not volumes:
+    shard = parse_shard(drr.get("shard"))
+    # A shard's phantoms are its own alone (make_phantoms): all are the recipe's.
+    sharded_phantoms = source == "phantom" and shard is not None
+    everyone = sorted(_phantom_loaders(phantoms) if sharded_phantoms else volumes)
+    if not everyone:
         raise ValueError(
             "no CT to preprocess: the raw folder is empty and no phantoms were made"
         )
-    # A shard's data set is its part of the patients (see the README).
-    volumes = {p: volumes[p] for p in shard_patients(volumes, drr.get("shard"))}
-    if not volumes:
+    patients = shard_patients(everyone, shard)
+    if not patients:
         raise ValueError(
-            f"drr.shard {drr.get('shard')} holds no patient: there are fewer "
-            "patients than shards; nothing was written"
+            f"drr.shard {shard} holds no patient: there are {len(everyone)} "
+            f"patients for {shard.count if shard else 1} shards; nothing was written"
         )
-    manifest = build_manifest(source, volumes, phantoms, preprocess, drr)
-    log_changes(manifest, previous)
-    return manifest
+    manifest = build_manifest(
+        source, {p: volumes[p] for p in patients}, phantoms, preprocess, drr
+    )
+    if shard is None:
+        log_changes(manifest, previous)
+        return manifest
+    logger.info("Shard %s: %d of %d patients", shard, len(patients), len(everyone))
+    return manifest | {"shard": {"part": str(shard), "patients_of_all": everyone}}
 
 
 def _layer(

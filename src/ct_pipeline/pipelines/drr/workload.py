@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 
 def worker_count(workers: object) -> int:
@@ -19,25 +20,53 @@ def worker_count(workers: object) -> int:
     return workers
 
 
-def parse_shard(shard: object) -> tuple[int, int] | None:
-    """``drr.shard`` "i/n" (1-based) as (i, n); null is no shard."""
+@dataclass(frozen=True, order=True)
+class Shard:
+    """Shard ``index`` (1-based) of ``count``."""
+
+    index: int
+    count: int
+
+    @property
+    def name(self) -> str:
+        """The name of the shard's part of each layer, e.g. ``3-of-16``."""
+        return f"{self.index}-of-{self.count}"
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+_SPEC = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+_NAME = re.compile(r"(\d+)-of-(\d+)")
+
+
+def parse_shard(shard: object) -> Shard | None:
+    """``drr.shard`` "i/n" (1-based) as a Shard; null is no shard."""
     if shard is None:
         return None
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+    match = _SPEC.fullmatch(shard) if isinstance(shard, str) else None
     if match is None or not 1 <= int(match[1]) <= int(match[2]):
         raise ValueError(
-            f"drr.shard: expected 'i/n' with 1 <= i <= n (e.g. 3/16) or null, "
+            "drr.shard: expected 'i/n' with 1 <= i <= n (e.g. 3/16) or null, "
             f"got {shard!r}"
         )
-    return int(match[1]), int(match[2])
+    return Shard(int(match[1]), int(match[2]))
 
 
-def shard_patients(patients: Iterable[str], shard: object) -> list[str]:
-    """The patients shard "i/n" renders: those whose index in the sorted list
-    is i - 1 modulo n (every patient where ``shard`` is null)."""
+def shard_of_part(name: str) -> Shard | None:
+    """The shard whose part is called ``name`` ("3-of-16"); None for another name."""
+    match = _NAME.fullmatch(name)
+    if match is None or not 1 <= int(match[1]) <= int(match[2]):
+        return None
+    return Shard(int(match[1]), int(match[2]))
+
+
+def shard_patients(patients: Iterable[str], shard: Shard | None) -> list[str]:
+    """The patients shard i/n makes: those whose index in the sorted list is
+    i - 1 modulo n (every patient where ``shard`` is None). Round robin, so
+    shards differ by one patient at most, and a patient's shard depends only
+    on the sorted list of all patients, the same in every shard's run."""
     ordered = sorted(patients)
-    parsed = parse_shard(shard)
-    if parsed is None:
+    if shard is None:
         return ordered
-    i, n = parsed
-    return [p for index, p in enumerate(ordered) if index % n == i - 1]
+    return ordered[shard.index - 1 :: shard.count]
