@@ -37,7 +37,13 @@ DATA_LAYERS = (
 TINY_PARAMS: dict[str, Any] = {
     "phantoms": {"count": 6, "size_vox": 32, "spacing_mm": 12.0},
     "preprocess": {"volume_size": 16, "target_spacing_mm": 24.0},
-    "drr": {"num_views": 4, "geometry": {"detector_px": [32, 32], "pixel_mm": 18.0}},
+    # One process: spawning workers costs more than tiny patients take, and
+    # tests that patch a node's function see the patch only in this process.
+    "drr": {
+        "num_views": 4,
+        "workers": 1,
+        "geometry": {"detector_px": [32, 32], "pixel_mm": 18.0},
+    },
     # 6 patients -> 3 train, 1 val, 2 test (split_patients rounds half up).
     "split": {"fractions": {"train": 0.5, "val": 0.17, "test": 0.33}},
     "train": {

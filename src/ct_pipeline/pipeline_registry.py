@@ -52,6 +52,8 @@ def register_pipelines() -> dict[str, Pipeline]:
     learn = train.create_pipeline() + evaluate.create_pipeline()
     return {
         "drr": render,
+        # The parts of sharded `drr` runs (drr.shard=i/n) made one data set.
+        "drr_merge": drr.create_merge_pipeline(),
         # The split alone, for multi-node runs that train under torchrun.
         "split": train.create_pipeline().only_nodes("split_dataset"),
         "train": _with_model_logging(learn),

@@ -64,7 +64,8 @@ def stages(tmp_path_factory) -> dict[str, Any]:
         drr_pipeline(),
         {"raw_ct": {}}
         | {f"previous_{k}": {} for k in PREVIOUS_LAYERS}
-        | {f"params:{k}": params[k] for k in ("raw", "phantoms", "preprocess", "drr")},
+        | {f"params:{k}": params[k] for k in ("raw", "phantoms", "preprocess", "drr")}
+        | {f"params:drr.{k}": params["drr"][k] for k in ("workers", "shard")},
     )
     train = _run(
         train_pipeline(),

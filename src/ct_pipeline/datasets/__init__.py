@@ -10,6 +10,7 @@ from ct_pipeline.datasets.files import (
 from ct_pipeline.datasets.folder import PatientFolderDataset
 from ct_pipeline.datasets.layers import ManifestDataset
 from ct_pipeline.datasets.nifti import CTFolderDataset
+from ct_pipeline.datasets.parts import LayerPartsDataset
 from ct_pipeline.datasets.radiographs import RadiographFolderDataset
 from ct_pipeline.datasets.tracking import (
     MetricSinkDataset,
@@ -24,6 +25,7 @@ __all__ = [
     "MlflowFiguresDataset",
     "MlflowRunsDataset",
     "MlflowTagsDataset",
+    "LayerPartsDataset",
     "ManifestDataset",
     "ModelBundleDataset",
     "PatientFolderDataset",

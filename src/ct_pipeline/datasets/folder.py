@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,14 @@ from kedro.io import AbstractDataset, DatasetError
 from ct_pipeline.atomic import atomic_path, replaced_folder
 from ct_pipeline.commit import LayerCommit, write_stamp
 from ct_pipeline.datasets.base import LocalFileDataset
-from ct_pipeline.datasets.layers import PatientLayer, StagedLayer, Stored, layer_id
+from ct_pipeline.datasets.layers import (
+    PatientLayer,
+    StagedLayer,
+    Stored,
+    layer_id,
+    layer_workers,
+)
+from ct_pipeline.pool import written_by_pool
 from ct_pipeline.progress import progress
 from ct_pipeline.training.data import load_one
 
@@ -52,13 +59,40 @@ def save_patients(
         dataset_id = layer_id(data)
         if dataset_id is not None:
             write_stamp(staging, dataset_id)
+        linked = {
+            p: v
+            for p, v in data.items()
+            if isinstance(v, Stored) and _same_kind(v, suffix)
+        }
+        to_make = {p: v for p, v in data.items() if p not in linked}
         # Lazy values are computed here, so this is where the work shows.
-        for patient in progress(sorted(data), desc=f"write {folder}", unit="patient"):
-            value, path = data[patient], staging / f"{patient}{suffix}"
-            if isinstance(value, Stored) and _same_kind(value, suffix):
-                _link(value.files[0], path)
-            else:
-                write(load_one(value), path)
+        with progress(total=len(data), desc=f"write {folder}", unit="patient") as bar:
+            for patient in sorted(linked):
+                _link(linked[patient].files[0], staging / f"{patient}{suffix}")
+                bar.update()
+            for _ in _made(to_make, write, staging, suffix, layer_workers(data)):
+                bar.update()
+
+
+def _made(
+    values: Mapping[str, Any],
+    write: Callable[[Any, Path], None],
+    staging: Path,
+    suffix: str,
+    workers: int,
+) -> Iterator[str]:
+    """Write each patient's value into ``staging``: here, one at a time, or by
+    a pool of ``workers`` processes where the values are loaders (lazy) and
+    more than one is due. Yields each patient as it is written."""
+    paths = {patient: staging / f"{patient}{suffix}" for patient in values}
+    workers = min(workers, len(values))
+    if workers > 1 and all(callable(v) for v in values.values()):
+        jobs = {p: (values[p], write, paths[p]) for p in values}
+        yield from written_by_pool(jobs, workers)
+        return
+    for patient in sorted(values):
+        write(load_one(values[patient]), paths[patient])
+        yield patient
 
 
 def save_each(
@@ -91,6 +125,10 @@ def _link(source: Path, path: Path) -> None:
 
 def _load(cls: type[LocalFileDataset[Any, Any]], path: Path) -> Any:
     return cls(str(path)).load()
+
+
+def _save(cls: type[LocalFileDataset[Any, Any]], value: Any, path: Path) -> None:
+    cls(str(path)).save(value)
 
 
 class PatientFolderDataset(
@@ -141,10 +179,9 @@ class PatientFolderDataset(
         )
 
     def save(self, data: Mapping[str, Any]) -> None:
-        save_patients(self._path, data, self._write, self._suffix, self._commit)
-
-    def _write(self, value: Any, path: Path) -> None:
-        self._dataset(str(path)).save(value)
+        # A module-level writer: worker processes get it pickled.
+        write = partial(_save, self._dataset)
+        save_patients(self.target_path, data, write, self._suffix, self._commit)
 
     def _exists(self) -> bool:
         return self._path.is_dir()

@@ -38,16 +38,19 @@ class Stored:
 
 
 class PatientLayer(dict[str, Any]):
-    """A layer's patients (id -> value or loader) and the data set they belong to."""
+    """A layer's patients (id -> value or loader), the data set they belong
+    to, and how many worker processes may compute its loaders when it is saved."""
 
     def __init__(
         self,
         items: Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
         *,
         dataset_id: str | None = None,
+        workers: int = 1,
     ) -> None:
         super().__init__(items)
         self.dataset_id = dataset_id
+        self.workers = workers
 
 
 def layer_id(layer: Mapping[str, Any]) -> str | None:
@@ -55,22 +58,60 @@ def layer_id(layer: Mapping[str, Any]) -> str | None:
     return getattr(layer, "dataset_id", None)
 
 
+def layer_workers(layer: Mapping[str, Any]) -> int:
+    """How many processes may compute the layer's loaders (1: this one)."""
+    return int(getattr(layer, "workers", 1))
+
+
+def part_path(layer: Path, part: str) -> Path:
+    """Where part ``part`` (a shard's, "3-of-16") of ``layer`` lives: folder
+    ``ct`` -> ``ct.parts/3-of-16``, file ``ct_source.json`` ->
+    ``ct_source.parts/3-of-16.json``; beside the layer, never inside it."""
+    return layer.parent / f"{layer.stem}.parts" / f"{part}{layer.suffix}"
+
+
 class StagedLayer:
-    """A dataset whose layer a ``LayerCommit`` can stage (see the module doc)."""
+    """A dataset whose layer a ``LayerCommit`` can stage (see the module doc),
+    or whose part a sharded run writes instead of the layer (``write_part``)."""
 
     _commit: LayerCommit | None = None
+    _part: str | None = None
 
     @property
     def layer_path(self) -> Path:
         raise NotImplementedError
 
+    @property
+    def target_path(self) -> Path:
+        """What this run reads and writes: the layer, or its part."""
+        if self._part is None:
+            return self.layer_path
+        return part_path(self.layer_path, self._part)
+
     def join(self, commit: LayerCommit) -> None:
         self._commit = commit
 
+    def write_part(self, part: str) -> None:
+        """Read and write part ``part`` of the layer instead of the layer."""
+        self._part = part
+
+    def parts(self) -> list[str]:
+        """The names of the layer's parts on disk (staging and lock files are hidden)."""
+        folder = part_path(self.layer_path, "_").parent
+        suffix = self.layer_path.suffix
+        if not folder.is_dir():
+            return []
+        return sorted(
+            entry.name[: len(entry.name) - len(suffix)]
+            for entry in folder.iterdir()
+            if not entry.name.startswith(".") and entry.name.endswith(suffix)
+        )
+
     def _read_path(self) -> Path:
         """This run's staged version of the layer if it wrote one, else the layer."""
-        staged = self._commit.staged(self.layer_path) if self._commit else None
-        return staged or self.layer_path
+        target = self.target_path
+        staged = self._commit.staged(target) if self._commit else None
+        return staged or target
 
     def _stamp(self) -> str | None:
         return read_stamp(self._read_path())
@@ -102,9 +143,9 @@ class ManifestDataset(StagedLayer, LocalFileDataset[Mapping[str, Any], dict[str,
     def save(self, data: Mapping[str, Any]) -> None:
         text = json.dumps(data, indent=1, sort_keys=True)
         if self._commit is None:
-            with atomic_path(self._filepath) as tmp:
+            with atomic_path(self.target_path) as tmp:
                 tmp.write_text(text)
             return
-        staged = self._commit.staging_path(self._filepath)
+        staged = self._commit.staging_path(self.target_path)
         with atomic_path(staged) as tmp:
             tmp.write_text(text)

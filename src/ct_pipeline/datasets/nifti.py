@@ -148,7 +148,7 @@ class CTFolderDataset(StagedLayer, AbstractDataset[Mapping[str, Any], PatientLay
         if self._incremental:
             save_each(self._path, data, save_ct, ".nii.gz")
         else:
-            save_patients(self._path, data, save_ct, ".nii.gz", self._commit)
+            save_patients(self.target_path, data, save_ct, ".nii.gz", self._commit)
 
     def _exists(self) -> bool:
         return self._path.is_dir()

@@ -26,6 +26,8 @@ from ct_pipeline.evaluation.model_card import CARD_NAME, model_card
 from ct_pipeline.hooks.checks import check_parameters
 from ct_pipeline.hooks.results_view import results_view_url
 from ct_pipeline.lock import acquire, process_alive, release
+from ct_pipeline.pipelines.drr.pipeline import create_pipeline as drr_pipeline
+from ct_pipeline.pipelines.drr.workload import Shard, parse_shard
 from ct_pipeline.pipelines.predict.serving import served_input, served_signature
 from ct_pipeline.training.data import load_one
 
@@ -157,6 +159,8 @@ def written_paths(pipeline: Any, catalog: Any) -> dict[str, str]:
         except DatasetError:  # not catalogued (a memory dataset): nothing on disk
             continue
         path = description.get("path") or description.get("filepath")
+        if isinstance(catalog[name], StagedLayer):
+            path = catalog[name].target_path  # a sharded run writes its part
         if path:
             written[name] = str(Path(path).resolve())
     return written
@@ -188,6 +192,19 @@ def _staged_layers(pipeline: Any, catalog: Any) -> list[StagedLayer]:
     return layers
 
 
+def _check_sharded(pipeline: Any, shard: Shard) -> None:
+    """A shard writes part of the drr layers; any other node would read or
+    write the data set as if that part were all of it."""
+    others = {n.name for n in pipeline.nodes} - {n.name for n in drr_pipeline().nodes}
+    if others:
+        raise ValueError(
+            f"drr.shard={shard} renders part of the data set: run it with "
+            "`kedro run --pipelines drr` alone, then merge the parts with "
+            f"`kedro run --pipelines drr_merge` (this run also has "
+            f"{', '.join(sorted(others)[:3])}{', ...' if len(others) > 3 else ''})"
+        )
+
+
 class LayerGuardHook:
     """One run at a time writes a layer, and a data set's layers change together.
 
@@ -201,19 +218,30 @@ class LayerGuardHook:
     def __init__(self) -> None:
         self._locks: list[Path] = []
         self._commit: LayerCommit | None = None
+        self._shard: object = None
+
+    @hook_impl
+    def after_context_created(self, context: Any) -> None:
+        # Parsed when the run starts, after ParameterCheckHook refused a bad one.
+        self._shard = (context.params.get("drr") or {}).get("shard")
 
     @hook_impl
     def before_pipeline_run(self, pipeline: Any, catalog: Any) -> None:
+        layers = _staged_layers(pipeline, catalog)
+        shard = parse_shard(self._shard)
+        if shard is not None:
+            _check_sharded(pipeline, shard)
+            for layer in layers:
+                layer.write_part(shard.name)
         targets = [Path(p) for p in written_paths(pipeline, catalog).values()]
         # A session this process interrupted (Ctrl-C, no hook) left its locks.
         release(self._locks)
         self._locks = acquire(targets)
-        layers = _staged_layers(pipeline, catalog)
         records = [layer for layer in layers if isinstance(layer, ManifestDataset)]
         self._commit = None
         if records:
-            self._commit = LayerCommit(records[0].layer_path)
-            recover([layer.layer_path for layer in layers], self._commit.record)
+            self._commit = LayerCommit(records[0].target_path)
+            recover([layer.target_path for layer in layers], self._commit.record)
             for layer in layers:
                 layer.join(self._commit)
 

@@ -20,6 +20,7 @@ from ct_pipeline.drr.geometry import Geometry, resolve_angles
 from ct_pipeline.hooks.parameter_keys import known_keys, split_known
 from ct_pipeline.inference import Refinement
 from ct_pipeline.models.unet3d import LEVELS
+from ct_pipeline.pipelines.drr.workload import parse_shard, worker_count
 from ct_pipeline.radiographs import ScatterModel
 from ct_pipeline.training import TrainConfig
 
@@ -133,6 +134,11 @@ def check_parameters(params: Mapping[str, Any], defaults: Mapping[str, Any]) -> 
             "drr.num_views / drr.angles_deg",
             lambda: resolve_angles(drr.get("num_views"), drr.get("angles_deg")),
         )
+        for key, parse in (("workers", worker_count), ("shard", parse_shard)):
+            try:
+                parse(drr.get(key))
+            except ValueError as error:  # its message names drr.<key>
+                problems.append(str(error))
 
     train = params.get("train")
     if train is not None:

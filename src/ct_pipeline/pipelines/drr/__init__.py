@@ -1,5 +1,6 @@
-"""The ``drr`` pipeline: ingest CTs (or make phantoms), preprocess, render DRRs."""
+"""The ``drr`` pipeline: ingest CTs (or make phantoms), preprocess, render DRRs;
+and ``drr_merge``, which makes the parts of sharded runs one data set."""
 
-from ct_pipeline.pipelines.drr.pipeline import create_pipeline
+from ct_pipeline.pipelines.drr.pipeline import create_merge_pipeline, create_pipeline
 
-__all__ = ["create_pipeline"]
+__all__ = ["create_merge_pipeline", "create_pipeline"]

@@ -33,6 +33,10 @@ FULL_HASH_MAX_BYTES = 64 * 2**20
 SAMPLE_BYTES = 2**20
 SAMPLES = 8
 
+# drr parameters that decide how the stage runs, not what a patient's files
+# hold: changing them re-renders nothing.
+RUN_ONLY_KEYS = frozenset({"workers", "shard"})
+
 
 def _digest(value: Any) -> str:
     text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
@@ -81,6 +85,7 @@ def build_manifest(
     drr: Mapping[str, Any],
 ) -> dict[str, Any]:
     """The manifest of the data set made of ``volumes`` ("raw" or "phantom")."""
+    drr = {k: v for k, v in drr.items() if k not in RUN_ONLY_KEYS}
     made_by = {"format_version": FORMAT_VERSION, "preprocess": preprocess, "drr": drr}
     if source == "phantom":
         # Phantom i is made from seed + i: the count changes which exist, not them.
@@ -92,15 +97,29 @@ def build_manifest(
         patient: _digest({"patient": patient, "input": inputs[patient]} | made_by)
         for patient in sorted(volumes)
     }
+    parameters = {"preprocess": preprocess, "drr": drr} | (
+        {"phantoms": phantoms} if source == "phantom" else {}
+    )
+    return assemble_manifest(source, parameters, fingerprints, inputs)
+
+
+def assemble_manifest(
+    source: str,
+    parameters: Mapping[str, Any],
+    fingerprints: Mapping[str, str],
+    inputs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The manifest of patients with these fingerprints and inputs; its id is
+    that of the fingerprints alone, so the same patients made in one run or
+    in shards merged afterwards are the same data set."""
     return {
         "dataset_id": _digest(sorted(fingerprints.items()))[:16],
         "source": source,
         "patients": sorted(fingerprints),
         "format_version": FORMAT_VERSION,
-        "parameters": {"preprocess": preprocess, "drr": drr}
-        | ({"phantoms": phantoms} if source == "phantom" else {}),
-        "fingerprints": fingerprints,
-        "inputs": inputs,
+        "parameters": dict(parameters),
+        "fingerprints": dict(sorted(fingerprints.items())),
+        "inputs": dict(sorted(inputs.items())),
     }
 
 

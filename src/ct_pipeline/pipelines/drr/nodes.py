@@ -20,6 +20,11 @@ from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.drr.preview import preview_png_bytes
 from ct_pipeline.phantoms import phantom_loaders
 from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
+from ct_pipeline.pipelines.drr.workload import (
+    parse_shard,
+    shard_patients,
+    worker_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +54,9 @@ def make_phantoms(
     raw_ct: Mapping[str, Callable[[], CTVolume]],
     current_source: Mapping[str, Any] | None,
     params: dict[str, Any],
-) -> dict[str, Callable[[], CTVolume]]:
+    shard: str | None = None,
+    workers: int | None = 1,
+) -> PatientLayer:
     """Procedural chest phantoms, only when the raw folder holds nothing.
 
     ``current_source`` is the ``ct_source`` record of the data set on disk
@@ -58,13 +65,14 @@ def make_phantoms(
 
     Lazy, like every node of this pipeline: it returns a maker per patient,
     and the dataset computes and writes one patient at a time, so memory does
-    not grow with the number of patients.
+    not grow with the number of patients; ``workers`` processes make them
+    side by side. A shard (``drr.shard``) makes only its part of them.
     """
     if raw_ct:
         logger.info(
             "Using %d CT(s) from the raw folder; no phantoms generated", len(raw_ct)
         )
-        return {}
+        return PatientLayer()
     if (
         current_source
         and current_source.get("source") == "raw"
@@ -79,6 +87,14 @@ def make_phantoms(
             "them with phantoms; nothing was written"
         )
     logger.info("Raw folder is empty: generating %d chest phantoms", params["count"])
+    loaders = _phantom_loaders(params)
+    return PatientLayer(
+        {p: loaders[p] for p in shard_patients(loaders, parse_shard(shard))},
+        workers=worker_count(workers),
+    )
+
+
+def _phantom_loaders(params: Mapping[str, Any]) -> dict[str, Callable[[], CTVolume]]:
     return phantom_loaders(
         n=params["count"],
         seed=params["seed"],
@@ -125,15 +141,34 @@ def describe_dataset(
     preprocess: dict[str, Any],
     drr: dict[str, Any],
 ) -> dict[str, Any]:
-    """The data set's manifest (see ``manifest.py``), logged against the previous one."""
+    """The data set's manifest (see ``manifest.py``), logged against the previous one.
+
+    A shard's (``drr.shard`` i/n) is the manifest of its part of the patients,
+    with the shard and the list of all patients, which its merge checks.
+    """
     source, volumes = _sources(raw_ct, phantom_ct)
-    if not volumes:
+    shard = parse_shard(drr.get("shard"))
+    # A shard's phantoms are its own alone (make_phantoms): all are the recipe's.
+    sharded_phantoms = source == "phantom" and shard is not None
+    everyone = sorted(_phantom_loaders(phantoms) if sharded_phantoms else volumes)
+    if not everyone:
         raise ValueError(
             "no CT to preprocess: the raw folder is empty and no phantoms were made"
         )
-    manifest = build_manifest(source, volumes, phantoms, preprocess, drr)
-    log_changes(manifest, previous)
-    return manifest
+    patients = shard_patients(everyone, shard)
+    if not patients:
+        raise ValueError(
+            f"drr.shard {shard} holds no patient: there are {len(everyone)} "
+            f"patients for {shard.count if shard else 1} shards; nothing was written"
+        )
+    manifest = build_manifest(
+        source, {p: volumes[p] for p in patients}, phantoms, preprocess, drr
+    )
+    if shard is None:
+        log_changes(manifest, previous)
+        return manifest
+    logger.info("Shard %s: %d of %d patients", shard, len(patients), len(everyone))
+    return manifest | {"shard": {"part": str(shard), "patients_of_all": everyone}}
 
 
 def _layer(
@@ -142,16 +177,20 @@ def _layer(
     previous_manifest: Mapping[str, Any] | None,
     previous_layer: Mapping[str, Any] | None,
     what: str,
+    workers: int | None,
 ) -> PatientLayer:
     """``made`` (a loader per patient) stamped with the data set's id, the
-    previous files kept for the patients whose fingerprint did not change."""
+    previous files kept for the patients whose fingerprint did not change,
+    the others to be made by ``workers`` processes when saved."""
+    processes = worker_count(workers)
     if manifest is None:
-        return PatientLayer(made)
+        return PatientLayer(made, workers=processes)
     previous_layer = previous_layer or {}
     keep = reusable(manifest, previous_manifest or {}, previous_layer, what)
     return PatientLayer(
         {p: previous_layer[p] if p in keep else made[p] for p in sorted(made)},
         dataset_id=manifest["dataset_id"],
+        workers=processes,
     )
 
 
@@ -162,16 +201,19 @@ def preprocess_volumes(
     manifest: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
     previous_manifest: Mapping[str, Any] | None = None,
+    workers: int | None = 1,
 ) -> PatientLayer:
     """Resample every CT to the isotropic cube the network sees (lazily, per
-    patient; a patient whose fingerprint in ``manifest`` did not change keeps
-    its ``previous`` cube)."""
+    patient, by ``workers`` processes; a patient whose fingerprint in
+    ``manifest`` did not change keeps its ``previous`` cube)."""
     _, volumes = _sources(raw_ct, phantom_ct)
+    # The manifest's patients: all, or a shard's.
+    patients = manifest["patients"] if manifest is not None else sorted(volumes)
     made = {
         patient: partial(_preprocessed, patient, volumes[patient], params)
-        for patient in volumes
+        for patient in patients
     }
-    return _layer(made, manifest, previous_manifest, previous, "cubes")
+    return _layer(made, manifest, previous_manifest, previous, "cubes", workers)
 
 
 def drr_geometry(params: dict[str, Any]) -> tuple[Geometry, list[float]]:
@@ -187,8 +229,6 @@ def _rendered(
     angles: list[float],
     params: dict[str, Any],
 ) -> DRRSet:
-    # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     return views_of_finer_anatomy(
         load_one(source),
         CubeGrid.of(load_one(cube)),
@@ -197,8 +237,13 @@ def _rendered(
         params["mu_water_per_mm"],
         int(params["view_oversample"]),
         mirrored=True,
-        device=device,
+        device=_render_device(),
     )
+
+
+def _render_device() -> str:
+    # On a GPU machine the renderer runs on the GPU (the same code, tested on CPU).
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def render_drr_sets(
@@ -228,7 +273,9 @@ def render_drr_sets(
         )
         for patient in preprocessed_ct
     }
-    return _layer(made, manifest, previous_manifest, previous, "DRR sets")
+    # One GPU is shared best by one process rendering patient after patient.
+    workers = 1 if _render_device() == "cuda" else params.get("workers")
+    return _layer(made, manifest, previous_manifest, previous, "DRR sets", workers)
 
 
 def _preview(patient: str, drr: Callable[[], DRRSet] | DRRSet) -> bytes:
@@ -243,9 +290,10 @@ def make_drr_previews(
     manifest: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
     previous_manifest: Mapping[str, Any] | None = None,
+    workers: int | None = 1,
 ) -> PatientLayer:
     """Radiograph-like PNG strips of every patient's views, for people to look at."""
     made = {
         patient: partial(_preview, patient, drr_sets[patient]) for patient in drr_sets
     }
-    return _layer(made, manifest, previous_manifest, previous, "previews")
+    return _layer(made, manifest, previous_manifest, previous, "previews", workers)

@@ -6,6 +6,7 @@ run replaces them: a patient whose fingerprint did not change keeps its files.
 
 from kedro.pipeline import Pipeline, node, pipeline
 
+from ct_pipeline.pipelines.drr.merge import merge_shards
 from ct_pipeline.pipelines.drr.nodes import (
     describe_dataset,
     make_drr_previews,
@@ -32,6 +33,8 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "raw_ct": "raw_cts",
                     "current_source": "previous_ct_source",
                     "params": "params:phantoms",
+                    "shard": "params:drr.shard",
+                    "workers": "params:drr.workers",
                 },
                 outputs="phantom_ct",
                 name="make_phantoms",
@@ -60,6 +63,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "manifest": "ct_source",
                     "previous": "previous_preprocessed_ct",
                     "previous_manifest": "previous_ct_source",
+                    "workers": "params:drr.workers",
                 },
                 outputs="preprocessed_ct",
                 name="preprocess_volumes",
@@ -87,10 +91,40 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                     "manifest": "ct_source",
                     "previous": "previous_drr_previews",
                     "previous_manifest": "previous_ct_source",
+                    "workers": "params:drr.workers",
                 },
                 outputs="drr_previews",
                 name="make_drr_previews",
                 tags=["render", "reporting"],
             ),
+        ]
+    )
+
+
+def create_merge_pipeline(**kwargs: object) -> Pipeline:
+    """``kedro run --pipelines drr_merge``: the parts of sharded ``drr`` runs
+    (``drr.shard`` i/n) checked and committed as the data set (see merge.py)."""
+    return pipeline(
+        [
+            node(
+                merge_shards,
+                inputs={
+                    "manifest_parts": "ct_source_parts",
+                    "phantom_parts": "phantom_ct_parts",
+                    "cube_parts": "preprocessed_ct_parts",
+                    "view_parts": "drr_sets_parts",
+                    "preview_parts": "drr_previews_parts",
+                    "previous": "previous_ct_source",
+                },
+                outputs=[
+                    "ct_source",
+                    "phantom_ct",
+                    "preprocessed_ct",
+                    "drr_sets",
+                    "drr_previews",
+                ],
+                name="merge_shards",
+                tags=["merge"],
+            )
         ]
     )
