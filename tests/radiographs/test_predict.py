@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from films import ANGLES, GRID, MODEL, phantom, render, stored, write_dx, write_png
+from films import ANGLES, GRID, MODEL, phantom, render, write_dx, write_png
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.datasets import RadiographFolderDataset
@@ -57,29 +57,18 @@ def test_films_reconstruct_as_their_drrs_do(tmp_path):
     """DICOM (MONOCHROME2, turned for display) and PNG + sidecar films of
     other pixel grids give the reconstruction of the model's own DRRs."""
     (tmp_path / "dicom").mkdir()
-    write_dx(
-        tmp_path / "dicom" / "pa.dcm",
-        stored(render(0.0, FILM), ("R", "H"), frame="LF"),
-        orientation=("R", "H"),
-        photometric="MONOCHROME2",
-        geometry=FILM,
-    )
-    write_dx(
-        tmp_path / "dicom" / "ll.dcm",
-        stored(render(90.0, FILM), ("A", "F"), frame="PF"),
-        view="LL",
-        orientation=("A", "F"),
-        photometric="MONOCHROME2",
-        geometry=FILM,
-    )
-    write_png(tmp_path / "png_pa.png", render(0.0, FILM), pixel_mm=FILM.pixel_mm)
-    write_png(
-        tmp_path / "png_lat.png",
-        render(90.0, FILM),
-        view="LL",
-        patient_orientation=["P", "F"],
-        pixel_mm=FILM.pixel_mm,
-    )
+    for angle, name, orientation in ((0.0, "pa", ("R", "H")), (90.0, "ll", ("A", "F"))):
+        write_dx(
+            tmp_path / "dicom" / f"{name}.dcm",
+            render(angle, FILM),
+            angle,
+            orientation=orientation,
+            photometric="MONOCHROME2",
+            geometry=FILM,
+        )
+        write_png(
+            tmp_path / f"png_{name}.png", render(angle, FILM), angle, geometry=FILM
+        )
     bundle = _bundle()
     films = RadiographFolderDataset(str(tmp_path)).load()
     assert sorted(films) == ["dicom", "png"]
@@ -140,12 +129,8 @@ def test_predict_on_films_writes_a_figure_per_patient(tmp_path):
 
     films_dir = tmp_path / "films" / "p1"
     films_dir.mkdir(parents=True)
-    write_dx(
-        films_dir / "pa.dcm",
-        stored(render(0.0), ("R", "H"), frame="LF"),
-        orientation=("R", "H"),
-    )
-    write_dx(films_dir / "ll.dcm", render(90.0), view="LL", orientation=("P", "F"))
+    write_dx(films_dir / "pa.dcm", render(0.0), orientation=("R", "H"))
+    write_dx(films_dir / "ll.dcm", render(90.0), 90.0)
     bundle = _bundle()
     films = RadiographFolderDataset(str(tmp_path / "films")).load()
     views = calibrate_radiographs(films, bundle, 0.02, NO_SCATTER)
