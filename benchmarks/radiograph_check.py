@@ -35,7 +35,6 @@ import argparse
 import dataclasses
 import json
 import platform
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -63,19 +62,12 @@ from ct_pipeline.inference import (
 )
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.radiographs import ScatterModel, read_films, without_scatter
+from ct_pipeline.radiographs.writing import dicom_film, write_image_film
 from ct_pipeline.training.augment import SCATTER_SIGMA_PX, detector_response
 
-# The film writers the radiograph tests use (I = I0 exp(-p), 12-bit DICOM DX,
-# 16-bit PNG + sidecar, any PatientOrientation).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "radiographs"))
-from films import stored, write_dx, write_png  # noqa: E402
-
 PA, LATERAL = 0.0, 90.0
-# The project frame's own PatientOrientation per view (columns, rows).
-FRAMES = {PA: ("L", "F"), LATERAL: ("P", "F")}
-# The same views turned as a viewer shows them (DICOM writes them so).
+# The views turned as a viewer shows them (DICOM writes them so).
 TURNED = {PA: ("R", "H"), LATERAL: ("A", "F")}
-VIEW_NAMES = {PA: "PA", LATERAL: "LL"}
 # Detected photons per mm^2 of a chest film: about 2.5 uGy at the detector
 # times 3e4 photons / (mm^2 uGy) (IEC 62220-1 beam qualities) times a DQE of
 # about 0.7.
@@ -108,37 +100,27 @@ def write_films(
     geometry: Geometry,
     kind: str,
 ) -> list[Path]:
-    """One file per view: ``kind`` dx_mono1, dx_mono2 (turned for display) or png."""
+    """One file per view: ``kind`` dx_mono1 (sign +1), dx_mono2 (sign -1,
+    turned for display) or png."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for p, angle in zip(views, angles, strict=True):
-        name = VIEW_NAMES[angle]
         if kind == "png":
             paths.append(
-                write_png(
-                    folder / f"{name}.png",
-                    p,
-                    view=name,
-                    patient_orientation=list(FRAMES[angle]),
-                    pixel_mm=geometry.pixel_mm,
-                    sdd_mm=geometry.sdd_mm,
-                    sad_mm=geometry.sad_mm,
-                )
+                write_image_film(folder / f"{angle:g}.png", p, angle, geometry)
             )
             continue
         mono1 = kind == "dx_mono1"
-        orientation = FRAMES[angle] if mono1 else TURNED[angle]
-        paths.append(
-            write_dx(
-                folder / f"{name}.dcm",
-                stored(p, orientation, frame="".join(FRAMES[angle])),
-                orientation=orientation,
-                view=name,
-                geometry=geometry,
-                photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
-                sign=1 if mono1 else -1,
-            )
-        )
+        path = folder / f"{angle:g}.dcm"
+        dicom_film(
+            p,
+            angle,
+            geometry,
+            orientation=None if mono1 else TURNED[angle],
+            photometric="MONOCHROME1" if mono1 else "MONOCHROME2",
+            sign=1 if mono1 else -1,
+        ).save_as(path, enforce_file_format=True)
+        paths.append(path)
     return paths
 
 

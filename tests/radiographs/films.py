@@ -1,5 +1,6 @@
-"""Films made from the project's own DRRs of an asymmetric phantom, as a
-detector would store them: I = I0 exp(-p), quantised, in any orientation."""
+"""The tests' phantom and model, and film writers that can also spoil a film:
+``ct_pipeline.radiographs.writing``'s files with tags or sidecar fields
+changed, added or removed."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 
 from ct_pipeline.ct import CTVolume, CubeGrid
 from ct_pipeline.drr import Geometry
 from ct_pipeline.drr.projector import render_drrs
+from ct_pipeline.radiographs.sidecar import sidecar_path
+from ct_pipeline.radiographs.writing import dicom_film, write_image_film
 
 # The model's detector: 32 px of 12 mm at the isocentre cover the 384 mm cube.
 MODEL = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(32, 32), pixel_mm=18.0)
 GRID = CubeGrid(16, 24.0)
 ANGLES = (0.0, 90.0)
-I0 = 4000.0  # open-field counts, under the 12-bit full scale
-BITS = 12
 
 
 def phantom() -> CTVolume:
@@ -38,125 +40,55 @@ def render(angle_deg: float, geometry: Geometry = MODEL) -> np.ndarray:
     return render_drrs(phantom(), geometry, [angle_deg])[0]
 
 
-def stored(p: np.ndarray, orientation: tuple[str, str], frame: str) -> np.ndarray:
-    """The project-frame image ``p`` turned to ``orientation``.
-
-    ``frame`` is the project frame's own orientation code for this view, the
-    column direction then the row direction (PA: "LF"; left lateral: "PF";
-    AP: "RF"). An entry naming the opposite direction flips that axis; the row
-    and column codes swapped transpose the image.
-    """
-    opposite = {"L": "R", "R": "L", "A": "P", "P": "A", "H": "F", "F": "H"}
-    cols, rows = frame
-    image = p
-    if orientation[0] in (rows, opposite[rows]):  # columns run head-feet
-        image = image.T
-        cols, rows = rows, cols
-    if orientation[1] == opposite[rows]:
-        image = image[::-1]
-    if orientation[0] == opposite[cols]:
-        image = image[:, ::-1]
-    return np.ascontiguousarray(image)
-
-
 def write_dx(
     path: Path,
     p: np.ndarray,
+    angle_deg: float = 0.0,
     *,
-    orientation: tuple[str, str] = ("L", "F"),
-    view: str | None = "PA",
     geometry: Geometry = MODEL,
-    photometric: str = "MONOCHROME1",
-    relationship: str | None = "LIN",
-    sign: int | None = None,
-    slope: float = 1.0,
-    intercept: float = 0.0,
     frames: int = 1,
     drop: tuple[str, ...] = (),
-    **tags: Any,
+    **options: Any,
 ) -> Path:
-    """A DICOM DX film of line integrals ``p`` (already in ``orientation``).
-
-    LIN: stored = I (values rise with exposure) or full scale - I. LOG: the
-    rescaled value is ln I (or -ln I) in natural-log units, stored at 1/slope
-    units per ln unit.
-    """
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import (
-        DigitalXRayImageStorageForProcessing,
-        ExplicitVRLittleEndian,
-        generate_uid,
+    """``dicom_film`` of ``p`` saved to ``path``; ``options`` in CamelCase are
+    DICOM keywords set afterwards, the others go to ``dicom_film``; ``drop``
+    removes tags; ``frames`` > 1 repeats the image as frames."""
+    tags = {k: v for k, v in options.items() if k[0].isupper()}
+    ds = dicom_film(
+        p,
+        angle_deg,
+        geometry,
+        **{k: v for k, v in options.items() if k not in tags},
     )
-
-    rises = sign == 1 if sign is not None else photometric == "MONOCHROME1"
-    full = 2**BITS - 1
-    intensity = I0 * np.exp(-p.astype(np.float64))
-    if relationship == "LOG":
-        log_i = np.log(intensity)
-        value = log_i if rises else np.log(full) - log_i
-    else:
-        value = intensity if rises else full - intensity
-    bits_stored = 16 if relationship == "LOG" else BITS
-    raw = np.round((value - intercept) / slope)
-    # A detector saturates at its full scale.
-    pixels = np.clip(raw, 0, 2**bits_stored - 1).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForProcessing
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = DigitalXRayImageStorageForProcessing
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PresentationIntentType = "FOR PROCESSING"
-    if view is not None:
-        ds.ViewPosition = view
-    ds.PatientOrientation = list(orientation)
-    ds.ImagerPixelSpacing = [geometry.pixel_mm, geometry.pixel_mm]
-    ds.DistanceSourceToDetector = geometry.sdd_mm
-    ds.DistanceSourceToPatient = geometry.sad_mm
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.HighBit = 16, 15
-    ds.BitsStored = bits_stored
-    ds.PixelRepresentation = 0
-    if relationship is not None:
-        ds.PixelIntensityRelationship = relationship
-    if sign is not None:
-        ds.PixelIntensityRelationshipSign = sign
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    if frames > 1:
-        ds.NumberOfFrames = frames
-        pixels = np.stack([pixels] * frames)
     for keyword, value in tags.items():
         setattr(ds, keyword, value)
     for keyword in drop:
         delattr(ds, keyword)
-    ds.PixelData = pixels.tobytes()
+    if frames > 1:
+        ds.NumberOfFrames = frames
+        ds.PixelData = ds.PixelData * frames
     ds.save_as(path, enforce_file_format=True)
     return path
 
 
-def write_png(path: Path, p: np.ndarray, i0: float = 60000.0, **meta: Any) -> Path:
-    """A 16-bit PNG of intensities I0 exp(-p) and its sidecar (``meta``
-    overrides or, with value None, removes a field)."""
-    from PIL import Image
+def stored_pixels(path: Path) -> np.ndarray:
+    """The pixel values as the DICOM file holds them."""
+    return pydicom.dcmread(path).pixel_array
 
-    pixels = np.round(i0 * np.exp(-p.astype(np.float64))).astype(np.uint16)
-    Image.fromarray(pixels).save(path)
-    sidecar = {
-        "view": "PA",
-        "patient_orientation": ["L", "F"],
-        "pixel_mm": MODEL.pixel_mm,
-        "sdd_mm": MODEL.sdd_mm,
-        "sad_mm": MODEL.sad_mm,
-        "values": "intensity",
-        "values_rise_with_exposure": True,
-    }
-    sidecar.update(meta)
-    path.with_suffix(".json").write_text(
-        json.dumps({k: v for k, v in sidecar.items() if v is not None})
-    )
+
+def write_png(
+    path: Path,
+    p: np.ndarray,
+    angle_deg: float = 0.0,
+    *,
+    geometry: Geometry = MODEL,
+    orientation: tuple[str, str] | None = None,
+    **meta: Any,
+) -> Path:
+    """``write_image_film`` of ``p``, its sidecar's fields overridden by
+    ``meta`` (a value None removes the field)."""
+    write_image_film(path, p, angle_deg, geometry, orientation=orientation)
+    side = sidecar_path(path)
+    sidecar = {**json.loads(side.read_text()), **meta}
+    side.write_text(json.dumps({k: v for k, v in sidecar.items() if v is not None}))
     return path

@@ -8,15 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from films import (
-    ANGLES,
-    I0,
-    MODEL,
-    render,
-    stored,
-    write_dx,
-    write_png,
-)
+from films import ANGLES, MODEL, render, stored_pixels, write_dx, write_png
 
 from ct_pipeline.drr import Geometry
 from ct_pipeline.radiographs import films_to_views, read_film
@@ -26,6 +18,7 @@ from ct_pipeline.radiographs.calibrate import (
     open_field_level,
     resample,
 )
+from ct_pipeline.radiographs.writing import DX_OPEN_FIELD, LOG_UNITS, PNG_OPEN_FIELD
 
 # A film 8 rows and 4 columns larger than the model's detector, same pixel at
 # the isocentre: calibration must crop it back exactly.
@@ -62,8 +55,7 @@ def pa_and_lateral(
         write_dx(
             tmp_path / "ll.dcm",
             render(90.0, lateral_geometry),
-            view="LL",
-            orientation=("P", "F"),
+            90.0,
             geometry=lateral_geometry,
             **tags,
         ),
@@ -87,8 +79,8 @@ def test_pure_steps_invert_the_detector_model():
         ("MONOCHROME1", "LIN", None, 1.0, 0.0),  # raw: values rise with exposure
         ("MONOCHROME2", "LIN", None, 1.0, 0.0),  # full scale - I
         ("MONOCHROME2", "LIN", 1, 2.0, -100.0),  # the sign tag outranks the display
-        ("MONOCHROME1", "LOG", 1, 0.001, 0.0),  # ln I at 1000 units per ln unit
-        ("MONOCHROME2", "LOG", -1, 0.001, 0.0),
+        ("MONOCHROME1", "LOG", 1, 1 / LOG_UNITS, 0.0),  # ln I, 1000 units per ln unit
+        ("MONOCHROME2", "LOG", -1, 1 / LOG_UNITS, 0.0),
     ],
 )
 def test_dicom_dx_recovers_the_line_integrals(
@@ -105,7 +97,7 @@ def test_dicom_dx_recovers_the_line_integrals(
     views = calibrated(paths)
     # LIN: rounding the intensity; LOG: rounding ln I to 1/1000 (|dp| <= 1e-3).
     bound = (
-        quantisation_bound(model_views, I0 / slope)
+        quantisation_bound(model_views, DX_OPEN_FIELD / slope)
         if relationship == "LIN"
         else 1.01e-3
     )
@@ -120,28 +112,29 @@ def test_dicom_dx_recovers_the_line_integrals(
 def test_pa_orientation_lands_the_left_marker_on_the_image_right(
     tmp_path, model_views, orientation
 ):
-    pa = stored(render(0.0, LARGER), orientation, frame="LF")
+    pa = write_dx(
+        tmp_path / "pa.dcm",
+        render(0.0, LARGER),
+        geometry=LARGER,
+        orientation=orientation,
+    )
     # The stored film itself follows the tag: the marker (on the patient's
-    # left, head end) sits toward the tag's L / H ends.
-    marker = np.unravel_index(np.argmax(pa), pa.shape)
+    # left, head end; the least exposed pixel) sits toward the tag's L / H ends.
+    pixels = stored_pixels(pa)
+    marker = np.unravel_index(np.argmin(pixels), pixels.shape)
     toward_high_index = {"L": True, "R": False, "H": False, "F": True}
     col_code, row_code = orientation
     if col_code in "LR":
-        assert (marker[1] > pa.shape[1] / 2) == toward_high_index[col_code]
+        assert (marker[1] > pixels.shape[1] / 2) == toward_high_index[col_code]
     else:
-        assert (marker[0] > pa.shape[0] / 2) == toward_high_index[row_code]
+        assert (marker[0] > pixels.shape[0] / 2) == toward_high_index[row_code]
     paths = [
-        write_dx(tmp_path / "pa.dcm", pa, orientation=orientation, geometry=LARGER),
-        write_dx(
-            tmp_path / "ll.dcm",
-            render(90.0, LARGER),
-            view="LL",
-            orientation=("P", "F"),
-            geometry=LARGER,
-        ),
+        pa,
+        write_dx(tmp_path / "ll.dcm", render(90.0, LARGER), 90.0, geometry=LARGER),
     ]
     views = calibrated(paths)
-    assert np.all(np.abs(views - model_views) <= quantisation_bound(model_views, I0))
+    bound = quantisation_bound(model_views, DX_OPEN_FIELD)
+    assert np.all(np.abs(views - model_views) <= bound)
     # The project's PA frame: the patient's left on the image's right, head up.
     row, col = np.unravel_index(np.argmax(views[0]), views[0].shape)
     assert col > 16 and row < 16
@@ -155,14 +148,15 @@ def test_lateral_orientation_puts_anterior_on_the_image_left(
         write_dx(tmp_path / "pa.dcm", render(0.0, LARGER), geometry=LARGER),
         write_dx(
             tmp_path / "ll.dcm",
-            stored(render(90.0, LARGER), orientation, frame="PF"),
-            view="LL",
+            render(90.0, LARGER),
+            90.0,
             orientation=orientation,
             geometry=LARGER,
         ),
     ]
     views = calibrated(paths)
-    assert np.all(np.abs(views - model_views) <= quantisation_bound(model_views, I0))
+    bound = quantisation_bound(model_views, DX_OPEN_FIELD)
+    assert np.all(np.abs(views - model_views) <= bound)
     # Left lateral: columns run toward posterior; the marker is anterior.
     row, col = np.unravel_index(np.argmax(views[1]), views[1].shape)
     assert col < 16 and row < 16
@@ -170,16 +164,12 @@ def test_lateral_orientation_puts_anterior_on_the_image_left(
 
 def test_an_ap_film_serves_as_the_pa_view_mirrored(tmp_path, model_views):
     # Read as usual, the patient's right on the viewer's left: "L\F".
-    ap = stored(render(180.0, LARGER), ("L", "F"), frame="RF")
+    ap = render(180.0, LARGER)
     paths = [
-        write_dx(tmp_path / "ap.dcm", ap, view="AP", geometry=LARGER),
         write_dx(
-            tmp_path / "ll.dcm",
-            render(90.0, LARGER),
-            view="LL",
-            orientation=("P", "F"),
-            geometry=LARGER,
+            tmp_path / "ap.dcm", ap, 180.0, orientation=("L", "F"), geometry=LARGER
         ),
+        write_dx(tmp_path / "ll.dcm", render(90.0, LARGER), 90.0, geometry=LARGER),
     ]
     pa = calibrated(paths)[0]
     row, col = np.unravel_index(np.argmax(pa), pa.shape)
@@ -192,19 +182,22 @@ def test_png_sidecar_recovers_the_line_integrals(tmp_path, model_views):
     paths = [
         write_png(
             tmp_path / "p1_pa.png",
-            stored(render(0.0, LARGER), ("R", "F"), frame="LF"),
-            patient_orientation=["R", "F"],
+            render(0.0, LARGER),
+            geometry=LARGER,
+            orientation=("R", "F"),
         ),
         write_png(
             tmp_path / "p1_lat.png",
             render(90.0, LARGER),
+            90.0,
+            geometry=LARGER,
             view=None,
             view_angle_deg=90,
-            patient_orientation=["P", "F"],
         ),
     ]
     views = calibrated(paths)
-    assert np.all(np.abs(views - model_views) <= quantisation_bound(model_views, 60000))
+    bound = quantisation_bound(model_views, PNG_OPEN_FIELD)
+    assert np.all(np.abs(views - model_views) <= bound)
 
 
 def test_finer_larger_film_is_averaged_onto_the_detector(tmp_path, model_views):

@@ -30,14 +30,18 @@ def pa() -> np.ndarray:
         ({"drop": ("PatientOrientation",)}, "lacks PatientOrientation"),
         # A MONOCHROME2 log image without its tag: LIN or LOG cannot be told.
         (
-            {"photometric": "MONOCHROME2", "relationship": None},
+            {
+                "photometric": "MONOCHROME2",
+                "relationship": "LOG",
+                "drop": ("PixelIntensityRelationship",),
+            },
             "lacks PixelIntensityRelationship",
         ),
-        ({"view": None}, "lacks ViewPosition"),
-        ({"view": "LATERAL"}, "ViewPosition 'LATERAL' is not one of"),
+        ({"drop": ("ViewPosition",)}, "lacks ViewPosition"),
+        ({"ViewPosition": "LATERAL"}, "ViewPosition 'LATERAL' is not one of"),
         ({"frames": 3}, "NumberOfFrames is 3"),
         ({"Modality": "CT"}, "Modality CT is not a radiograph"),
-        ({"sign": 2}, "PixelIntensityRelationshipSign 2"),
+        ({"PixelIntensityRelationshipSign": 2}, "PixelIntensityRelationshipSign 2"),
         (
             {
                 "PixelSpacing": [12.0, 12.0],
@@ -71,18 +75,14 @@ def test_malformed_dicom(tmp_path, pa, tags, message):
 
 def test_orientation_that_does_not_fit_the_view(tmp_path, pa):
     # "A" is the PA beam's own direction: no detector axis runs along it.
-    film = read_film(write_dx(tmp_path / "pa.dcm", pa, orientation=("A", "F")))
-    lateral = read_film(
-        write_dx(tmp_path / "ll.dcm", render(90.0), view="LL", orientation=("P", "F"))
-    )
+    film = read_film(write_dx(tmp_path / "pa.dcm", pa, PatientOrientation=["A", "F"]))
+    lateral = read_film(write_dx(tmp_path / "ll.dcm", render(90.0), 90.0))
     with pytest.raises(RadiographError, match=r"pa\.dcm.*does not fit a view at 0"):
         films_to_views([film, lateral], MODEL, ANGLES, 0.02)
 
 
 def test_a_view_the_model_does_not_know_lists_the_known_ones(tmp_path, pa):
-    film = read_film(
-        write_dx(tmp_path / "oblique.dcm", pa, view=None, PositionerPrimaryAngle=45.0)
-    )
+    film = read_film(write_dx(tmp_path / "oblique.dcm", pa, 45.0))
     with pytest.raises(
         RadiographError,
         match=r"oblique\.dcm.*not trained for a view at 45 deg.*\[0\.0, 90\.0\]",

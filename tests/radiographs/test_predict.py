@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from films import ANGLES, GRID, MODEL, phantom, render, stored, write_dx, write_png
+from films import ANGLES, GRID, MODEL, phantom, render, write_dx, write_png
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.datasets import RadiographFolderDataset
@@ -25,61 +25,55 @@ from ct_pipeline.pipelines.predict.nodes import (
 NO_SCATTER = {"estimate_scatter": False, "scatter": {"fraction": 0.0, "sigma_mm": 72.0}}
 # Another source distance, finer pixels and a larger film than the model's.
 FILM = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(80, 72), pixel_mm=9.0)
+# An 8-view model's angles: all but 0 and 90 deg without a view name.
+EIGHT = tuple(22.5 * k for k in range(8))
 
 
-def _bundle() -> ModelBundle:
+def _bundle(angles: tuple[float, ...] = ANGLES) -> ModelBundle:
     torch.manual_seed(0)
-    network = build_model("tiny", MODEL, GRID.size, GRID.spacing_mm, len(ANGLES))
+    network = build_model("tiny", MODEL, GRID.size, GRID.spacing_mm, len(angles))
     return ModelBundle(
         state_dict=network.state_dict(),
         model="tiny",
         model_overrides={},
         geometry=MODEL,
         grid=GRID,
-        angles_deg=ANGLES,
+        angles_deg=angles,
         hu_window=(-1000.0, 1500.0),
         refinement=Refinement(steps=5, prior_weight=3.0),
     )
 
 
-@pytest.mark.slow
-def _model_drrs(truth: CTVolume) -> DRRSet:
+def _model_drrs(truth: CTVolume, angles: tuple[float, ...] = ANGLES) -> DRRSet:
     """The DRR set the model was trained on, of ``truth`` at its centre."""
     return DRRSet(
-        projections=np.stack([render(0.0), render(90.0)]),
-        angles_deg=np.asarray(ANGLES),
+        projections=np.stack([render(a) for a in angles]),
+        angles_deg=np.asarray(angles),
         geometry=MODEL,
         isocentre_mm=truth.centre_mm,
     )
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(psnr_3d(torch.from_numpy(to_unit(a)), torch.from_numpy(to_unit(b))))
 
 
 def test_films_reconstruct_as_their_drrs_do(tmp_path):
     """DICOM (MONOCHROME2, turned for display) and PNG + sidecar films of
     other pixel grids give the reconstruction of the model's own DRRs."""
     (tmp_path / "dicom").mkdir()
-    write_dx(
-        tmp_path / "dicom" / "pa.dcm",
-        stored(render(0.0, FILM), ("R", "H"), frame="LF"),
-        orientation=("R", "H"),
-        photometric="MONOCHROME2",
-        geometry=FILM,
-    )
-    write_dx(
-        tmp_path / "dicom" / "ll.dcm",
-        stored(render(90.0, FILM), ("A", "F"), frame="PF"),
-        view="LL",
-        orientation=("A", "F"),
-        photometric="MONOCHROME2",
-        geometry=FILM,
-    )
-    write_png(tmp_path / "png_pa.png", render(0.0, FILM), pixel_mm=FILM.pixel_mm)
-    write_png(
-        tmp_path / "png_lat.png",
-        render(90.0, FILM),
-        view="LL",
-        patient_orientation=["P", "F"],
-        pixel_mm=FILM.pixel_mm,
-    )
+    for angle, name, orientation in ((0.0, "pa", ("R", "H")), (90.0, "ll", ("A", "F"))):
+        write_dx(
+            tmp_path / "dicom" / f"{name}.dcm",
+            render(angle, FILM),
+            angle,
+            orientation=orientation,
+            photometric="MONOCHROME2",
+            geometry=FILM,
+        )
+        write_png(
+            tmp_path / f"png_{name}.png", render(angle, FILM), angle, geometry=FILM
+        )
     bundle = _bundle()
     films = RadiographFolderDataset(str(tmp_path)).load()
     assert sorted(films) == ["dicom", "png"]
@@ -89,20 +83,60 @@ def test_films_reconstruct_as_their_drrs_do(tmp_path):
     truth = phantom()
     (reference,) = reconstruct_volumes({"npz": _model_drrs(truth)}, bundle).values()
 
-    def psnr(a: np.ndarray, b: np.ndarray) -> float:
-        return float(
-            psnr_3d(torch.from_numpy(to_unit(a)), torch.from_numpy(to_unit(b)))
-        )
-
     for volume in from_films.values():
         np.testing.assert_allclose(volume.affine, reference.affine)
         # Against the truth within 0.3 dB, and close to the DRR path's volume
         # (the films differ by quantisation and the averaging of finer pixels).
-        assert abs(psnr(volume.hu, truth.hu) - psnr(reference.hu, truth.hu)) < 0.3
-        assert psnr(volume.hu, reference.hu) > 35
+        assert abs(_psnr(volume.hu, truth.hu) - _psnr(reference.hu, truth.hu)) < 0.3
+        assert _psnr(volume.hu, reference.hu) > 35
     table = score_reprojections(from_films, views, bundle)
     assert list(table["patient"]) == ["dicom", "png"]
     assert set(table.columns) >= {"reprojection/psnr", "reprojection/ncc/90deg"}
+
+
+def test_eight_films_reconstruct_as_their_drrs_do(tmp_path):
+    """An 8-view model from DICOM and PNG films whose angles are given
+    explicitly (PositionerPrimaryAngle, view_angle_deg; oblique orientation
+    letters, one film turned for display): the DRR path's reconstruction."""
+    films_dir = tmp_path / "p1"
+    films_dir.mkdir()
+    for index, angle in enumerate(EIGHT):
+        if index % 2:
+            write_png(
+                films_dir / f"{angle:g}.png", render(angle, FILM), angle, geometry=FILM
+            )
+        else:
+            write_dx(
+                films_dir / f"{angle:g}.dcm",
+                render(angle, FILM),
+                angle,
+                geometry=FILM,
+                # 135 deg: columns toward the head, rows opposite to u (RP).
+                orientation=("H", "LA") if angle == 135.0 else None,
+            )
+    bundle = _bundle(EIGHT)
+    films = RadiographFolderDataset(str(tmp_path)).load()
+    views = calibrate_radiographs(films, bundle, 0.02, NO_SCATTER)
+    assert views["p1"].angles_deg.tolist() == list(EIGHT)
+    (volume,) = reconstruct_volumes(views, bundle).values()
+    truth = phantom()
+    (reference,) = reconstruct_volumes(
+        {"npz": _model_drrs(truth, EIGHT)}, bundle
+    ).values()
+    assert abs(_psnr(volume.hu, truth.hu) - _psnr(reference.hu, truth.hu)) < 0.3
+    assert _psnr(volume.hu, reference.hu) > 35
+
+
+def test_a_film_at_an_angle_the_model_lacks_names_the_views_it_knows(tmp_path):
+    for angle in (*EIGHT[:-1], 150.0):
+        write_dx(tmp_path / f"p1_{angle:g}.dcm", render(angle), angle)
+    films = RadiographFolderDataset(str(tmp_path)).load()
+    with pytest.raises(
+        ValueError,
+        match=r"p1_150\.dcm: the model was not trained for a view at 150 deg; "
+        r"it knows \[0\.0, 22\.5, 45\.0, 67\.5, 90\.0, 112\.5, 135\.0, 157\.5\]",
+    ):
+        calibrate_radiographs(films, _bundle(EIGHT), 0.02, NO_SCATTER)
 
 
 def test_a_bad_film_stops_predict_before_anything_is_written(tmp_path):
@@ -140,12 +174,8 @@ def test_predict_on_films_writes_a_figure_per_patient(tmp_path):
 
     films_dir = tmp_path / "films" / "p1"
     films_dir.mkdir(parents=True)
-    write_dx(
-        films_dir / "pa.dcm",
-        stored(render(0.0), ("R", "H"), frame="LF"),
-        orientation=("R", "H"),
-    )
-    write_dx(films_dir / "ll.dcm", render(90.0), view="LL", orientation=("P", "F"))
+    write_dx(films_dir / "pa.dcm", render(0.0), orientation=("R", "H"))
+    write_dx(films_dir / "ll.dcm", render(90.0), 90.0)
     bundle = _bundle()
     films = RadiographFolderDataset(str(tmp_path / "films")).load()
     views = calibrate_radiographs(films, bundle, 0.02, NO_SCATTER)

@@ -13,6 +13,11 @@ from ct_pipeline.radiographs.scatter import (
 )
 from ct_pipeline.radiographs.sidecar import read_image_film
 from ct_pipeline.radiographs.views import films_to_views, match_view
+from ct_pipeline.radiographs.writing import (
+    dicom_film,
+    write_dicom_film,
+    write_image_film,
+)
 
 __all__ = [
     "NO_SCATTER",
@@ -20,6 +25,7 @@ __all__ = [
     "RadiographError",
     "ScatterModel",
     "calibrate",
+    "dicom_film",
     "films_to_views",
     "find_patients",
     "match_view",
@@ -29,4 +35,6 @@ __all__ = [
     "read_image_film",
     "remove_scatter",
     "without_scatter",
+    "write_dicom_film",
+    "write_image_film",
 ]

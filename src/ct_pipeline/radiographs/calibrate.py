@@ -91,6 +91,30 @@ def _direction(code: str) -> np.ndarray:
     return vector / norm
 
 
+def _film_axes(
+    orientation: tuple[str, str], angle_deg: float
+) -> tuple[bool, bool, bool]:
+    """How a film stored with ``orientation`` sits against the project's frame
+    of the view at ``angle_deg``: (turned a quarter, rows reversed, columns
+    reversed), the flips counted after the turn."""
+    if len(orientation) != 2:
+        raise ValueError(f"PatientOrientation needs 2 entries, got {orientation}")
+    _, u, v = (t[0].numpy() for t in view_frames(torch.tensor([angle_deg])))
+    along_cols, along_rows = (_direction(c) for c in orientation)
+    # The film is turned a quarter when its columns run head to feet.
+    turned = bool(abs(along_cols @ v) > abs(along_rows @ v))
+    if turned:
+        along_rows, along_cols = along_cols, along_rows
+    row_cos, col_cos = float(along_rows @ v), float(along_cols @ u)
+    if min(abs(row_cos), abs(col_cos)) < MIN_AXIS_COSINE:
+        raise ValueError(
+            f"PatientOrientation {list(orientation)} does not fit a view at "
+            f"{angle_deg:g} deg (its detector axes run toward "
+            f"{_name(u)} and {_name(v)})"
+        )
+    return turned, row_cos < 0, col_cos < 0
+
+
 def orient(
     image: np.ndarray,
     pixel_mm: tuple[float, float],
@@ -103,26 +127,35 @@ def orient(
     ``orientation`` is DICOM's PatientOrientation: the direction of increasing
     column index, then of increasing row index.
     """
-    if len(orientation) != 2:
-        raise ValueError(f"PatientOrientation needs 2 entries, got {orientation}")
-    _, u, v = (t[0].numpy() for t in view_frames(torch.tensor([angle_deg])))
-    along_cols, along_rows = (_direction(c) for c in orientation)
-    if abs(along_cols @ v) > abs(along_rows @ v):
-        # The film is turned a quarter: its columns run head to feet.
+    turned, flip_rows, flip_cols = _film_axes(orientation, angle_deg)
+    if turned:
         image, pixel_mm = image.T, (pixel_mm[1], pixel_mm[0])
-        along_rows, along_cols = along_cols, along_rows
-    row_cos, col_cos = float(along_rows @ v), float(along_cols @ u)
-    if min(abs(row_cos), abs(col_cos)) < MIN_AXIS_COSINE:
-        raise ValueError(
-            f"PatientOrientation {list(orientation)} does not fit a view at "
-            f"{angle_deg:g} deg (its detector axes run toward "
-            f"{_name(u)} and {_name(v)})"
-        )
-    if row_cos < 0:
+    if flip_rows:
         image = image[::-1]
-    if col_cos < 0:
+    if flip_cols:
         image = image[:, ::-1]
     return np.ascontiguousarray(image), pixel_mm
+
+
+def unorient(
+    image: np.ndarray, orientation: tuple[str, str], angle_deg: float
+) -> np.ndarray:
+    """``orient``'s inverse: a project-frame image of the view at ``angle_deg``
+    as a film stored with ``orientation`` holds it."""
+    turned, flip_rows, flip_cols = _film_axes(orientation, angle_deg)
+    if flip_rows:
+        image = image[::-1]
+    if flip_cols:
+        image = image[:, ::-1]
+    return np.ascontiguousarray(image.T if turned else image)
+
+
+def frame_orientation(angle_deg: float) -> tuple[str, str]:
+    """The PatientOrientation of the project's own frame for the view at
+    ``angle_deg`` (PA: ("L", "F"), left lateral: ("P", "F"); oblique views
+    get two letters, e.g. ("LP", "F") at 22.5 deg)."""
+    _, u, v = (t[0].numpy() for t in view_frames(torch.tensor([angle_deg])))
+    return _name(u), _name(v)
 
 
 def _name(vector: np.ndarray) -> str:
