@@ -29,7 +29,7 @@ FILM = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(80, 72), pixel_mm=9.0)
 
 def _bundle() -> ModelBundle:
     torch.manual_seed(0)
-    network = build_model("tiny", MODEL, GRID.size, GRID.spacing_mm, len(ANGLES))
+    network = build_model("tiny", MODEL, GRID, len(ANGLES))
     return ModelBundle(
         state_dict=network.state_dict(),
         model="tiny",
