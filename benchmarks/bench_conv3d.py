@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from ct_pipeline.ct import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.losses import ReconstructionLoss
 from ct_pipeline.models import build_model
@@ -80,7 +81,7 @@ def weight_gradients(repeats: int) -> list[str]:
 def training_step_s(library: bool, steps: int) -> float:
     torch.manual_seed(0)
     geometry = Geometry()
-    model = build_model("small", geometry, 32, 12.0, 2)
+    model = build_model("small", geometry, CubeGrid(32, 12.0), 2)
     if library:
         for module in model.modules():
             if isinstance(module, SameConv3d):

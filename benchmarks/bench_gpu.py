@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ct_pipeline.ct import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.losses import ReconstructionLoss
 from ct_pipeline.models import build_model, count_parameters
@@ -35,16 +36,19 @@ from ct_pipeline.training.loop import float_output
 @dataclass(frozen=True)
 class Setup:
     model: str
-    size: int
-    spacing_mm: float
+    grid: CubeGrid
     geometry: Geometry
 
 
 SETUPS = {
-    "tiny": Setup("tiny", 16, 24.0, Geometry(detector_px=(32, 32), pixel_mm=18.0)),
-    "small": Setup("small", 32, 12.0, Geometry(detector_px=(64, 64), pixel_mm=9.0)),
+    "tiny": Setup(
+        "tiny", CubeGrid(16, 24.0), Geometry(detector_px=(32, 32), pixel_mm=18.0)
+    ),
+    "small": Setup(
+        "small", CubeGrid(32, 12.0), Geometry(detector_px=(64, 64), pixel_mm=9.0)
+    ),
     "medical": Setup(
-        "medical", 128, 3.0, Geometry(detector_px=(256, 256), pixel_mm=2.4)
+        "medical", CubeGrid(128, 3.0), Geometry(detector_px=(256, 256), pixel_mm=2.4)
     ),
 }
 
@@ -58,15 +62,13 @@ def measure(
     steps: int,
 ) -> dict[str, object]:
     torch.manual_seed(0)
-    model = build_model(
-        setup.model, setup.geometry, setup.size, setup.spacing_mm, views
-    ).to(device)
+    model = build_model(setup.model, setup.geometry, setup.grid, views).to(device)
     if checkpointing:
         enable_activation_checkpointing(model)
     loss_fn = ReconstructionLoss().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     inputs = torch.rand(batch, views, *setup.geometry.detector_px, device=device) * 4
-    target = torch.rand(batch, 1, *(setup.size,) * 3, device=device)
+    target = torch.rand(batch, 1, *(setup.grid.size,) * 3, device=device)
     angles = torch.tensor(default_angles(views), device=device)
     cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()

@@ -30,6 +30,7 @@ def measure(name: str, threads: int, steps: int) -> dict[str, object]:
     """One config, in this process: parameters, median step time, peak RSS."""
     import torch
 
+    from ct_pipeline.ct import CubeGrid
     from ct_pipeline.drr.geometry import Geometry, default_angles
     from ct_pipeline.losses import ReconstructionLoss
     from ct_pipeline.models import build_model, count_parameters
@@ -41,10 +42,12 @@ def measure(name: str, threads: int, steps: int) -> dict[str, object]:
     with torch.device("meta"):
         detector = (64, 64) if full == 32 else (128, 128)
         params = count_parameters(
-            build_model(name, Geometry(detector_px=detector), full, 384 / full, 4)
+            build_model(
+                name, Geometry(detector_px=detector), CubeGrid(full, 384 / full), 4
+            )
         )
     size, geometry = 32, Geometry()
-    model = build_model(name, geometry, size, 384 / size, 4)
+    model = build_model(name, geometry, CubeGrid(size, 384 / size), 4)
     loss_fn = ReconstructionLoss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
     views = torch.rand(2, 4, *geometry.detector_px) * 6

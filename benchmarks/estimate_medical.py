@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ct_pipeline.ct import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.losses import ReconstructionLoss
 from ct_pipeline.models import build_model, count_parameters
@@ -44,7 +45,7 @@ def estimate(
 ) -> dict[str, float]:
     meta = torch.device("meta")
     with meta:
-        model = build_model(model_name, geometry, size, spacing_mm, views)
+        model = build_model(model_name, geometry, CubeGrid(size, spacing_mm), views)
     if checkpointing:
         enable_activation_checkpointing(model)
     model.train()

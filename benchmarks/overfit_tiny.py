@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from tqdm import tqdm
 
 from bench_models import write_report  # sibling script: benchmarks/ is on sys.path
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.drr.projector import render_drrs
@@ -36,20 +37,16 @@ HU_WINDOW = (-1000.0, 1500.0)
 logger = logging.getLogger(__name__)
 
 
-def ellipsoid_phantoms(
-    n: int, size: int, spacing_mm: float, seed: int = 0
-) -> dict[str, CTVolume]:
+def ellipsoid_phantoms(n: int, grid: CubeGrid, seed: int = 0) -> dict[str, CTVolume]:
     """Random blobs in HU: a soft-tissue body ellipsoid in air holding lung-like,
     fat-like and bone-like ellipsoids (for when the chest phantoms are not wanted)."""
     rng = np.random.default_rng(seed)
-    axis = (np.arange(size) - (size - 1) / 2) * spacing_mm
+    axis = grid.axis_mm()
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
-    half = size * spacing_mm / 2
-    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
-    affine[:3, 3] = -(size - 1) / 2 * spacing_mm
+    half = grid.extent_mm / 2
     volumes = {}
     for i in range(n):
-        hu = np.full((size,) * 3, -1000.0, dtype=np.float32)
+        hu = np.full((grid.size,) * 3, -1000.0, dtype=np.float32)
         blobs = [((0, 0, 0), rng.uniform(0.6, 0.85, 3) * half, 40.0)]
         for value in (-800.0, -800.0, -100.0, 1000.0, 300.0):
             blobs.append(
@@ -65,19 +62,21 @@ def ellipsoid_phantoms(
                 for c, m, r in zip((x, y, z), centre, radii, strict=True)
             )
             hu[inside <= 1] = value
-        volumes[f"blobs_{i:03d}"] = CTVolume(hu=hu, affine=affine)
+        volumes[f"blobs_{i:03d}"] = CTVolume(hu=hu, affine=grid.affine)
     return volumes
 
 
 def make_data(
-    n: int, size: int, spacing_mm: float, num_views: int, geometry: Geometry, data: str
+    n: int, grid: CubeGrid, num_views: int, geometry: Geometry, data: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """views (n, V, H, W), angles (V,), targets (n, 1, D, D, D) in [0, 1]."""
     angles = default_angles(num_views)
     if data == "phantoms":
-        phantoms = generate_phantoms(n, seed=0, size_vox=size, spacing_mm=spacing_mm)
+        phantoms = generate_phantoms(
+            n, seed=0, size_vox=grid.size, spacing_mm=grid.spacing_mm
+        )
     else:
-        phantoms = ellipsoid_phantoms(n, size, spacing_mm)
+        phantoms = ellipsoid_phantoms(n, grid)
     views = np.stack([render_drrs(ct, geometry, angles) for ct in phantoms.values()])
     low, high = HU_WINDOW
     targets = np.stack(
@@ -104,11 +103,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    size, spacing, geometry = 32, 12.0, Geometry()
-    views, angles, targets = make_data(
-        8, size, spacing, args.views, geometry, args.data
-    )
-    model = build_model(args.config, geometry, size, spacing, args.views)
+    grid, geometry = CubeGrid(32, 12.0), Geometry()
+    views, angles, targets = make_data(8, grid, args.views, geometry, args.data)
+    model = build_model(args.config, geometry, grid, args.views)
     loss_fn = ReconstructionLoss()
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(

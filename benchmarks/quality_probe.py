@@ -132,8 +132,7 @@ def main() -> None:
     model = build_model(
         args.model,
         train.geometry,
-        train.grid.size,
-        train.grid.spacing_mm,
+        train.grid,
         args.views,
         **json.loads(args.override),
     )

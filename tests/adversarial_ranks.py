@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 from ct_pipeline.training.adversarial import Adversary
 from ct_pipeline.training.job import Place
-from training_fixtures import GEOMETRY, SIZE, SPACING_MM
+from training_fixtures import GEOMETRY, GRID, SIZE
 
 ANGLES = torch.tensor([0.0, 90.0])
 
@@ -25,8 +25,7 @@ def critic_rank(rank: int, world_size: int, port: int, out: str) -> None:
         adversary = Adversary(
             0.01,
             GEOMETRY,
-            SIZE,
-            SPACING_MM,
+            GRID,
             1e-3,
             Place(rank, world_size, torch.device("cpu")),
         )

@@ -13,7 +13,7 @@ from tiny_project import TinyProject, make_tiny_project
 # that uses one is end to end, so `make test-fast` (-m "not slow") skips it
 # without each test having to say so.
 END_TO_END_FIXTURES = frozenset(
-    {"tiny_project", "fresh_tiny_project", "ddp_and_single", "stages"}
+    {"tiny_project", "fresh_tiny_project", "ddp_and_single"}
 )
 
 

@@ -139,7 +139,7 @@ def test_no_steps_is_the_network_alone():
 
 def test_reconstruct_applies_the_bundles_refinement():
     torch.manual_seed(0)
-    network = build_model("tiny", GEOMETRY, GRID.size, GRID.spacing_mm, 2).eval()
+    network = build_model("tiny", GEOMETRY, GRID, 2).eval()
     truth = _phantom()
     views = _views(truth)
     plain = reconstruct(network, _bundle(Refinement()), views)
@@ -157,7 +157,7 @@ def test_a_reconstruction_file_names_the_model_and_run_that_made_it(tmp_path):
     from ct_pipeline.ct.io import save_ct
 
     torch.manual_seed(0)
-    network = build_model("tiny", GEOMETRY, GRID.size, GRID.spacing_mm, 2).eval()
+    network = build_model("tiny", GEOMETRY, GRID, 2).eval()
     bundle = dataclasses.replace(
         _bundle(Refinement(steps=2)), trained_in_run="0123456789abcdef0123"
     )

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.drrset import DRRSet
 from ct_pipeline.drr.geometry import Geometry, default_angles
@@ -25,6 +26,7 @@ from ct_pipeline.training.config import TrainConfig
 
 SIZE = 16  # voxels per side: the smallest cube the tiny model and 3-D SSIM accept
 SPACING_MM = 24.0
+GRID = CubeGrid(SIZE, SPACING_MM)
 GEOMETRY = Geometry(detector_px=(16, 16), pixel_mm=36.0)
 RENDERED_ANGLES = default_angles(4)
 
@@ -36,8 +38,7 @@ def make_patients(
     rng = np.random.default_rng(seed)
     axis = (np.arange(SIZE) - (SIZE - 1) / 2) / (SIZE / 2)
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
-    affine = np.diag([SPACING_MM, SPACING_MM, SPACING_MM, 1.0])
-    affine[:3, 3] = -SPACING_MM * (SIZE - 1) / 2
+    affine = GRID.affine
     volumes, drr_sets = {}, {}
     for index in range(n):
         radii = rng.uniform(0.4, 0.9, size=3)

@@ -161,12 +161,7 @@ class ModelBundle:
     def network(self) -> nn.Module:
         """The trained network, in eval mode on the CPU."""
         network = build_model(
-            self.model,
-            self.geometry,
-            self.grid.size,
-            self.grid.spacing_mm,
-            self.num_views,
-            **self.model_overrides,
+            self.model, self.geometry, self.grid, self.num_views, **self.model_overrides
         )
         network.load_state_dict(self.state_dict)
         return network.eval()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -13,10 +15,14 @@ from ct_pipeline.ct import CTVolume, CubeGrid, save_ct
 from ct_pipeline.datasets import (
     CTFolderDataset,
     DRRSetDataset,
+    FigureDataset,
     ModelBundleDataset,
+    PatientFolderDataset,
     PngDataset,
 )
+from ct_pipeline.datasets.layers import PatientLayer
 from ct_pipeline.drr import DRRSet, Geometry
+from ct_pipeline.drr.preview import preview_strip
 from ct_pipeline.inference import ModelBundle
 
 
@@ -121,6 +127,46 @@ def test_png_and_model_bundle_datasets_round_trip(tmp_path):
     torch.testing.assert_close(loaded.state_dict["w"], torch.arange(3.0))
     # Plain types on disk: a weights-only load reads it.
     assert torch.load(tmp_path / "m.pt", weights_only=True)["volume_size"] == 16
+
+
+def test_figure_dataset_writes_the_figure_as_a_png(tmp_path):
+    figure = preview_strip(np.ones((2, 8, 8)), [0.0, 90.0], title="p")
+    dataset = FigureDataset(str(tmp_path / "sub" / "p.png"))
+    dataset.save(figure)
+    assert dataset.load().startswith(b"\x89PNG\r\n\x1a\n")
+    assert [f.name for f in (tmp_path / "sub").iterdir()] == ["p.png"]
+
+
+def test_a_folder_of_figures_draws_one_patient_at_a_time_and_carries_files_over(
+    tmp_path,
+):
+    """As the drr stage's previews: lazy figures, one alive at a time, the
+    folder stamped with its data set, an unchanged patient's file linked."""
+    drawn: list[weakref.ref] = []
+
+    def strip(patient: str):
+        def draw():
+            gc.collect()
+            assert all(ref() is None for ref in drawn), "an earlier figure lives on"
+            figure = preview_strip(np.ones((2, 8, 8)), [0.0, 90.0], title=patient)
+            drawn.append(weakref.ref(figure))
+            return figure
+
+        return draw
+
+    folder = PatientFolderDataset(
+        str(tmp_path / "previews"), "ct_pipeline.datasets.FigureDataset", ".png"
+    )
+    folder.save(PatientLayer({p: strip(p) for p in "abc"}, dataset_id="set-1"))
+    assert len(drawn) == 3
+    previous = folder.load()
+    assert previous.dataset_id == "set-1"
+    kept = previous["a"]()
+    assert kept.startswith(b"\x89PNG")
+    folder.save(PatientLayer({"a": previous["a"], "d": strip("d")}, dataset_id="set-2"))
+    assert len(drawn) == 4  # "a" was not drawn again
+    assert (tmp_path / "previews" / "a.png").read_bytes() == kept
+    assert folder.load().dataset_id == "set-2"
 
 
 def test_failed_save_keeps_the_previous_file(tmp_path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ct_pipeline.ct.grid import ORIGIN_MM, CubeGrid
 from ct_pipeline.drivers.torchrun import (
     SUMMARY,
     load_catalogued_inputs,
@@ -112,7 +113,7 @@ def test_two_torchrun_nodes_train_the_single_process_weights(tiny_project, tmp_p
     torch.manual_seed(single.seed)
     cube = volumes[first]()
     initial = build_model_from_config(
-        single, drr_sets[first]().geometry, cube.hu.shape[0], cube.spacing_mm[0]
+        single, drr_sets[first]().geometry, CubeGrid.of(cube).centred(ORIGIN_MM)
     ).state_dict()
     moved = max(
         (w - initial[k]).abs().max().item() for k, w in single_last["model"].items()

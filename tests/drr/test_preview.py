@@ -1,8 +1,6 @@
-"""Radiograph-like previews: display mapping, labels and atomic PNG output."""
+"""Radiograph-like previews: display mapping, labels and the strip of views."""
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import pytest
@@ -10,12 +8,9 @@ import pytest
 from ct_pipeline.drr.preview import (
     _edge_letters,
     preview_image,
-    preview_png_bytes,
-    save_preview_png,
+    preview_strip,
     view_label,
 )
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def test_preview_image_air_black_attenuation_bright_no_flip():
@@ -55,20 +50,19 @@ def test_view_names_and_edge_letters(angle, name, letters):
         assert _edge_letters(angle) == letters
 
 
-def test_png_strip_is_a_png_of_all_views(tmp_path):
-    import matplotlib.image as mpimg
-
+def test_strip_shows_all_views_side_by_side_under_the_title():
     projections = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
-    data = preview_png_bytes(projections, [0.0, 60.0, 120.0], title="patient 1")
-    assert data.startswith(PNG_SIGNATURE)
-    height, width = mpimg.imread(io.BytesIO(data)).shape[:2]
+    figure = preview_strip(projections, [0.0, 60.0, 120.0], title="patient 1")
+    width, height = figure.get_size_inches()
     assert width > 2.5 * height  # three panels side by side
-    target = tmp_path / "sub" / "preview.png"
-    save_preview_png(target, projections, [0.0, 60.0, 120.0])
-    assert target.read_bytes().startswith(PNG_SIGNATURE)
-    assert [f.name for f in target.parent.iterdir()] == ["preview.png"]
+    assert [axis.get_title() for axis in figure.axes] == [
+        "0° PA",
+        "60°",
+        "120°",
+    ]
+    assert figure.get_suptitle() == "patient 1"
 
 
-def test_png_strip_checks_views_against_angles():
+def test_strip_checks_views_against_angles():
     with pytest.raises(ValueError, match="3 angles"):
-        preview_png_bytes(np.zeros((2, 8, 8)), [0.0, 1.0, 2.0])
+        preview_strip(np.zeros((2, 8, 8)), [0.0, 1.0, 2.0])

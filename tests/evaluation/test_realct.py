@@ -24,7 +24,7 @@ GRID = CubeGrid(16, 24.0)
 @pytest.fixture(scope="module")
 def bundle() -> ModelBundle:
     torch.manual_seed(0)
-    network = build_model("tiny", GEOMETRY, GRID.size, GRID.spacing_mm, 2)
+    network = build_model("tiny", GEOMETRY, GRID, 2)
     return ModelBundle(
         state_dict=network.state_dict(),
         model="tiny",

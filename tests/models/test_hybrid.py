@@ -5,10 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ct_pipeline.ct import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, default_angles
 from ct_pipeline.models import build_model, count_parameters
 
 GEOMETRY = Geometry(detector_px=(32, 32), pixel_mm=12.0)
+GRID = CubeGrid(16, 24.0)
+FINE = CubeGrid(32, 12.0)
 
 
 def _views(batch: int, num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,7 +23,7 @@ def _views(batch: int, num_views: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("num_views", [2, 4, 8])
 def test_output_shapes_for_any_view_count(num_views: int) -> None:
     torch.manual_seed(0)
-    model = build_model("tiny", GEOMETRY, volume_size=16, spacing_mm=24.0)
+    model = build_model("tiny", GEOMETRY, GRID)
     out = model(*_views(2, num_views))
     assert out["volume"].shape == (2, 1, 16, 16, 16)
     assert [d.shape for d in out["deep"]] == [(2, 1, n, n, n) for n in (8, 4, 2)]
@@ -30,24 +33,26 @@ def test_output_shapes_for_any_view_count(num_views: int) -> None:
 
 @pytest.mark.parametrize("name", ["tiny", "small", "unet_tiny", "unet_small"])
 def test_each_config_runs(name: str) -> None:
-    model = build_model(name, GEOMETRY, volume_size=16, spacing_mm=24.0, num_views=2)
+    model = build_model(name, GEOMETRY, GRID, num_views=2)
     out = model(*_views(1, 2))
     assert out["volume"].shape == (1, 1, 16, 16, 16)
 
 
 def test_medical_has_about_85m_parameters_and_runs_small() -> None:
     with torch.device("meta"):  # counting needs no memory or initialisation time
-        full = build_model("medical", Geometry(detector_px=(128, 128)), 128, 3.0)
+        full = build_model(
+            "medical", Geometry(detector_px=(128, 128)), CubeGrid(128, 3.0)
+        )
     assert 80e6 < count_parameters(full) < 90e6
     # Swin windows shrink to the grid, so the same widths run at a tiny volume.
-    small = build_model("medical", GEOMETRY, 16, 24.0)
+    small = build_model("medical", GEOMETRY, GRID)
     with torch.no_grad():
         assert small(*_views(1, 2))["volume"].shape == (1, 1, 16, 16, 16)
 
 
 def test_cnn_baseline_is_the_hybrid_without_transformers() -> None:
-    hybrid = build_model("small", GEOMETRY, 32, 12.0, 2)
-    unet = build_model("unet_small", GEOMETRY, 32, 12.0, 2)
+    hybrid = build_model("small", GEOMETRY, FINE, 2)
+    unet = build_model("unet_small", GEOMETRY, FINE, 2)
     names = {n for n, _ in unet.named_parameters()}
     # Hybrid blocks hold the very same conv block, under the name "local".
     hybrid_names = {n.replace(".local.", ".") for n, _ in hybrid.named_parameters()}
@@ -57,18 +62,22 @@ def test_cnn_baseline_is_the_hybrid_without_transformers() -> None:
 
 
 def test_no_deep_supervision_gives_empty_list() -> None:
-    model = build_model("tiny", GEOMETRY, 16, 24.0, deep_supervision=False)
+    model = build_model("tiny", GEOMETRY, GRID, deep_supervision=False)
     assert model(*_views(1, 2))["deep"] == []
 
 
 def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(ValueError, match="unknown model config"):
-        build_model("huge", GEOMETRY, 16, 24.0)
+        build_model("huge", GEOMETRY, GRID)
     with pytest.raises(ValueError, match="unknown model overrides"):
-        build_model("tiny", GEOMETRY, 16, 24.0, swim=False)
+        build_model("tiny", GEOMETRY, GRID, swim=False)
     with pytest.raises(ValueError, match="multiple of 8"):
-        build_model("tiny", GEOMETRY, 20, 24.0)
-    model = build_model("tiny", GEOMETRY, 16, 24.0)
+        build_model("tiny", GEOMETRY, CubeGrid(20, 24.0))
+    # A bundle records only size and spacing: a network's cube is on the isocentre.
+    for name in ("tiny", "bp_unet"):
+        with pytest.raises(ValueError, match="centred on the isocentre"):
+            build_model(name, GEOMETRY, GRID.centred((0.0, 12.0, 0.0)), 2)
+    model = build_model("tiny", GEOMETRY, GRID)
     with pytest.raises(ValueError, match="expected views"):
         model(torch.zeros(1, 2, 16, 16), torch.zeros(2))
     with pytest.raises(ValueError, match="angles_deg"):
@@ -89,7 +98,7 @@ ABLATIONS = [
 def test_every_parameter_gets_a_gradient(overrides: dict[str, bool]) -> None:
     # 32^3 so that level 2 (8^3) really uses shifted windows (window 4, shift 2).
     torch.manual_seed(0)
-    model = build_model("tiny", GEOMETRY, 32, 12.0, **overrides)
+    model = build_model("tiny", GEOMETRY, FINE, **overrides)
 
     def backward() -> None:
         model.zero_grad()
@@ -114,7 +123,7 @@ def test_concat_fusion_keeps_which_view_a_feature_came_from() -> None:
     """Swapping the two views changes a concat model's output, not a mean/max one's
     (whose fusion is symmetric in the views, up to the angle embedding)."""
     torch.manual_seed(0)
-    model = build_model("tiny", GEOMETRY, 16, 24.0, 2, view_fusion="concat")
+    model = build_model("tiny", GEOMETRY, GRID, 2, view_fusion="concat")
     lifted_a = model.lifts[0](torch.rand(1, 2, 9, 32, 32), torch.tensor([0.0, 90.0]))
     assert lifted_a.shape == (1, 4, 16, 16, 16)
     features = torch.rand(1, 2, 9, 32, 32)
@@ -122,19 +131,19 @@ def test_concat_fusion_keeps_which_view_a_feature_came_from() -> None:
     concat = model.lifts[0](features, angles)
     swapped = model.lifts[0](features.flip(1), angles)
     assert not torch.allclose(concat, swapped)
-    mean_max = build_model("tiny", GEOMETRY, 16, 24.0).lifts[0]
+    mean_max = build_model("tiny", GEOMETRY, GRID).lifts[0]
     torch.testing.assert_close(
         mean_max(features, angles), mean_max(features.flip(1), angles)
     )
     with pytest.raises(ValueError, match="concatenates 2 views, got 3"):
         model(*_views(1, 3))
     with pytest.raises(ValueError, match="needs num_views"):
-        build_model("tiny", GEOMETRY, 16, 24.0, view_fusion="concat")
+        build_model("tiny", GEOMETRY, GRID, view_fusion="concat")
 
 
 def test_backprojection_unet_smears_each_view_along_its_rays() -> None:
     """The reference's input: a bright detector column lights the voxels on its rays."""
-    model = build_model("bp_unet", GEOMETRY, 16, 24.0, 2)
+    model = build_model("bp_unet", GEOMETRY, GRID, 2)
     views = torch.zeros(1, 2, 32, 32)
     views[0, 0, :, 22:27] = 10.0  # PA view, a band right of centre on the image
     smeared = model.backproject(views, torch.tensor([0.0, 90.0]))[0]  # (2, n, n, n)
@@ -148,15 +157,15 @@ def test_backprojection_unet_smears_each_view_along_its_rays() -> None:
     out["volume"].mean().backward()
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError, match="no model overrides"):
-        build_model("bp_unet", GEOMETRY, 16, 24.0, 2, swin=False)
+        build_model("bp_unet", GEOMETRY, GRID, 2, swin=False)
 
 
 def test_the_hybrid_starts_as_its_cnn_only_ablation() -> None:
     """Zero-initialised gates: before training, Swin and cross-view attention
     change nothing, so the transformer parts cannot slow the start of training."""
     torch.manual_seed(0)
-    hybrid = build_model("tiny", GEOMETRY, 32, 12.0)
-    cnn = build_model("unet_tiny", GEOMETRY, 32, 12.0)
+    hybrid = build_model("tiny", GEOMETRY, FINE)
+    cnn = build_model("unet_tiny", GEOMETRY, FINE)
     weights = hybrid.state_dict()
 
     def in_hybrid(name: str) -> str:  # a Swin-level block keeps its conv as "local"

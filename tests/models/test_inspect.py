@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ct_pipeline.ct import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.evaluation.attention import (
     attention_figure,
@@ -19,7 +20,7 @@ from ct_pipeline.models.swin3d import SwinBlock3d
 def test_attention_maps_and_their_figure() -> None:
     torch.manual_seed(0)
     geometry = Geometry(detector_px=(32, 32), pixel_mm=12.0)
-    model = build_model("tiny", geometry, 32, 12.0)
+    model = build_model("tiny", geometry, CubeGrid(32, 12.0))
     views = torch.rand(1, 2, 32, 32) * 5
     maps = attention_maps(model, views, torch.tensor([0.0, 90.0]))
     assert maps["cross_view"].shape == (1, 2, 2 * 16, 2 * 16)  # 1/8 of 32 = 4x4 tokens

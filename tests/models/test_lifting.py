@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ct_pipeline.ct import CubeGrid
 from ct_pipeline.drr.geometry import Geometry, rays
 from ct_pipeline.models.lifting import GeometricLifting, sample_views, sampling_grid
 
@@ -55,10 +56,12 @@ def test_voxel_grid_lifting_lights_only_the_ray(beam: str) -> None:
     geometry = Geometry(detector_px=(16, 16), pixel_mm=12.0, beam=beam)
     size, spacing = 16, 8.0
     angles = torch.tensor([30.0])
-    lift = GeometricLifting(geometry, size, spacing, in_channels=1, out_channels=1)
+    lift = GeometricLifting(
+        geometry, CubeGrid(size, spacing), in_channels=1, out_channels=1
+    )
     row, col = 6, 9
     lifted = sample_views(
-        _spike(16, 16, row, col), lift.grid(angles, torch.device("cpu"))
+        _spike(16, 16, row, col), lift.sampling(angles, torch.device("cpu"))
     )
     lifted = lifted.view(size, size, size).double()
 
@@ -82,10 +85,10 @@ def test_voxel_grid_lifting_lights_only_the_ray(beam: str) -> None:
 
 
 def test_sampling_grid_is_cached_per_angle_set() -> None:
-    lift = GeometricLifting(Geometry(), 8, 12.0, 1, 1)
-    a = lift.grid(torch.tensor([0.0, 90.0]), torch.device("cpu"))
-    assert lift.grid(torch.tensor([0.0, 90.0]), torch.device("cpu")) is a
-    assert lift.grid(torch.tensor([0.0, 45.0]), torch.device("cpu")) is not a
+    lift = GeometricLifting(Geometry(), CubeGrid(8, 12.0), 1, 1)
+    a = lift.sampling(torch.tensor([0.0, 90.0]), torch.device("cpu"))
+    assert lift.sampling(torch.tensor([0.0, 90.0]), torch.device("cpu")) is a
+    assert lift.sampling(torch.tensor([0.0, 45.0]), torch.device("cpu")) is not a
 
 
 def test_lifting_back_projects_rendered_drrs_onto_the_object() -> None:
@@ -104,10 +107,12 @@ def test_lifting_back_projects_rendered_drrs_onto_the_object() -> None:
     geometry = Geometry(detector_px=(32, 32), pixel_mm=9.0)
     angles = [0.0, 60.0, 120.0]
     drrs = render_drrs(CTVolume(hu=hu, affine=affine), geometry, angles)
-    lift = GeometricLifting(geometry, size, spacing, in_channels=1, out_channels=1)
+    lift = GeometricLifting(
+        geometry, CubeGrid(size, spacing), in_channels=1, out_channels=1
+    )
     features = torch.from_numpy(drrs)[None, :, None]  # (1, V, 1, H, W)
     samples = sample_views(
-        features, lift.grid(torch.tensor(angles), torch.device("cpu"))
+        features, lift.sampling(torch.tensor(angles), torch.device("cpu"))
     )
     seen_by_all = samples.amin(dim=1).view(size, size, size)
     peak = np.unravel_index(int(seen_by_all.argmax()), (size,) * 3)

@@ -2,11 +2,13 @@
 
 import torch
 
+from ct_pipeline.ct import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models import build_model
 from ct_pipeline.models.memory import enable_activation_checkpointing
 
 GEOMETRY = Geometry(detector_px=(32, 32), pixel_mm=18.0)
+GRID = CubeGrid(16, 24.0)
 
 
 def _step(model, views, angles, target):
@@ -22,8 +24,8 @@ def _step(model, views, angles, target):
 
 def test_checkpointed_model_matches_the_plain_one_in_values_and_gradients():
     torch.manual_seed(0)
-    plain = build_model("small", GEOMETRY, 16, 24.0, 2).train()
-    recomputed = build_model("small", GEOMETRY, 16, 24.0, 2).train()
+    plain = build_model("small", GEOMETRY, GRID, 2).train()
+    recomputed = build_model("small", GEOMETRY, GRID, 2).train()
     recomputed.load_state_dict(plain.state_dict())
     # 500 voxels a chunk: the 16^3 level lifts in 9 chunks, the 8^3 one in 2.
     enable_activation_checkpointing(recomputed, lift_chunk_voxels=500)

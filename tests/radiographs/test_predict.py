@@ -31,7 +31,7 @@ EIGHT = tuple(22.5 * k for k in range(8))
 
 def _bundle(angles: tuple[float, ...] = ANGLES) -> ModelBundle:
     torch.manual_seed(0)
-    network = build_model("tiny", MODEL, GRID.size, GRID.spacing_mm, len(angles))
+    network = build_model("tiny", MODEL, GRID, len(angles))
     return ModelBundle(
         state_dict=network.state_dict(),
         model="tiny",

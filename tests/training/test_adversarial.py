@@ -17,8 +17,8 @@ from ct_pipeline.training.checkpoint import load_checkpoint
 from ct_pipeline.training.job import Place
 from training_fixtures import (
     GEOMETRY,
+    GRID,
     SIZE,
-    SPACING_MM,
     CrashAfter,
     make_config,
     make_patients,
@@ -34,7 +34,7 @@ CPU = Place(0, 1, torch.device("cpu"))
 
 def adversary() -> Adversary:
     torch.manual_seed(0)
-    return Adversary(0.01, GEOMETRY, SIZE, SPACING_MM, 1e-2, CPU)
+    return Adversary(0.01, GEOMETRY, GRID, 1e-2, CPU)
 
 
 def generator_and_batch() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -83,10 +83,10 @@ def test_the_generator_loss_trains_the_generator_only():
 
 def test_weight_zero_builds_nothing_and_a_negative_weight_is_refused(tmp_path):
     zero = make_config(tmp_path, loss_weights={**DEFAULT_WEIGHTS, "adversarial": 0.0})
-    assert build_adversary(zero, GEOMETRY, SIZE, SPACING_MM, CPU) is None
+    assert build_adversary(zero, GEOMETRY, GRID, CPU) is None
     negative = make_config(tmp_path, loss_weights={"adversarial": -1.0})
     with pytest.raises(ValueError, match="loss_weights.adversarial must be >= 0"):
-        build_adversary(negative, GEOMETRY, SIZE, SPACING_MM, CPU)
+        build_adversary(negative, GEOMETRY, GRID, CPU)
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.drr.projector import render_drrs
@@ -21,6 +22,7 @@ from ct_pipeline.training.augment import (
 )
 
 N, SPACING = 16, 20.0
+GRID = CubeGrid(N, SPACING)
 GEOMETRY = Geometry(detector_px=(24, 24), pixel_mm=20.0)
 
 
@@ -47,7 +49,7 @@ def sample(
     """(views, changed HU cube) of the asymmetric body under ``aug``."""
     return augmented_sample(
         asymmetric_body(),
-        SPACING,
+        GRID,
         GEOMETRY,
         list(angles),
         0.02,
@@ -65,17 +67,19 @@ def test_no_move_gives_the_renderer_s_own_views():
 
 def test_a_quarter_turn_shows_the_lateral_view_in_the_pa_slot():
     hu = asymmetric_body()
-    turned = move_volume(hu, SPACING, 90.0, torch.zeros(3))
+    turned = move_volume(hu, GRID, 90.0, torch.zeros(3))
     np.testing.assert_allclose(
         rendered(turned, [0.0])[0], rendered(hu, [90.0])[0], atol=1e-4
     )
     assert not np.allclose(rendered(turned, [0.0])[0], rendered(hu, [0.0])[0])
+    with pytest.raises(ValueError, match=r"not on a 16\^3 grid"):
+        move_volume(hu[:8], GRID, 90.0, torch.zeros(3))
 
 
 def test_a_shift_to_the_patient_s_left_moves_the_pa_image_right():
     """PA film convention: the patient's left is on the image's right (u = d x v)."""
     hu = asymmetric_body()
-    moved = move_volume(hu, SPACING, 0.0, torch.tensor([-2 * SPACING, 0.0, 0.0]))
+    moved = move_volume(hu, GRID, 0.0, torch.tensor([-2 * SPACING, 0.0, 0.0]))
     torch.testing.assert_close(
         moved[:-2], hu[2:], atol=1e-2, rtol=0
     )  # content moved towards -i (left)
@@ -142,7 +146,7 @@ def test_a_mirror_only_draw_takes_the_stored_views_of_the_finer_anatomy():
     for probability, expected, target in ((1.0, 2.0, hu.flip(0)), (0.0, 1.0, hu)):
         views, moved = augmented_sample(
             hu,
-            SPACING,
+            GRID,
             GEOMETRY,
             [0.0, 90.0],
             0.02,
@@ -155,7 +159,7 @@ def test_a_mirror_only_draw_takes_the_stored_views_of_the_finer_anatomy():
     # A draw that moves the patient renders its views again from the cube.
     views, moved = augmented_sample(
         hu,
-        SPACING,
+        GRID,
         GEOMETRY,
         [0.0, 90.0],
         0.02,

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.ct.volume import CTVolume
 from ct_pipeline.training import NonFiniteLossError, train_model
 from ct_pipeline.training.checkpoint import load_checkpoint
@@ -320,11 +321,7 @@ def test_more_gpus_than_exist_is_a_clear_error(data, tmp_path):
 
 def _grid(data):
     volumes, drr_sets = data
-    return (
-        drr_sets[TRAIN[0]].geometry,
-        volumes[TRAIN[0]].hu.shape[0],
-        volumes[TRAIN[0]].spacing_mm[0],
-    )
+    return drr_sets[TRAIN[0]].geometry, CubeGrid.of(volumes[TRAIN[0]])
 
 
 def test_history_values_are_finite(ddp_and_single):

@@ -1,9 +1,10 @@
-"""Custom Kedro datasets: folders of CT volumes, DRR sets, radiographs, PNGs,
-model bundles, an optional JSON record, and the MLflow connectors (metric
-sink, run tags, figure folders)."""
+"""Custom Kedro datasets: folders of CT volumes, DRR sets, radiographs, PNGs
+and figures, model bundles, an optional JSON record, and the MLflow
+connectors (metric sink, run tags, figure folders)."""
 
 from ct_pipeline.datasets.drrset import DRRSetDataset
 from ct_pipeline.datasets.files import (
+    FigureDataset,
     ModelBundleDataset,
     PngDataset,
 )
@@ -21,6 +22,7 @@ from ct_pipeline.datasets.tracking import (
 
 __all__ = [
     "DRRSetDataset",
+    "FigureDataset",
     "MetricSinkDataset",
     "MlflowFiguresDataset",
     "MlflowRunsDataset",

@@ -1,9 +1,11 @@
-"""Kedro datasets for plain files: PNG bytes, trained model bundles, and a
-JSON record that may not exist yet."""
+"""Kedro datasets for plain files: PNG bytes, matplotlib figures as PNGs,
+trained model bundles, and a JSON record that may not exist yet."""
 
 from __future__ import annotations
 
-from ct_pipeline.atomic import write_bytes_atomic
+from matplotlib.figure import Figure
+
+from ct_pipeline.atomic import atomic_path, write_bytes_atomic
 from ct_pipeline.datasets.base import LocalFileDataset
 from ct_pipeline.inference import ModelBundle
 
@@ -16,6 +18,24 @@ class PngDataset(LocalFileDataset[bytes, bytes]):
 
     def save(self, data: bytes) -> None:
         write_bytes_atomic(self._filepath, data)
+
+
+class FigureDataset(LocalFileDataset[Figure, bytes]):
+    """A matplotlib figure written atomically as a PNG, as kedro-datasets'
+    MatplotlibDataset writes the single figures; read back as the PNG's bytes
+    (a figure cannot be rebuilt from its pixels). A ``PatientFolderDataset``
+    of these writes one lazily made figure per patient, one at a time."""
+
+    # A class setting, not an argument: a folder dataset builds its files'
+    # datasets from a path alone. 100 dpi: the previews' resolution as before.
+    DPI = 100
+
+    def load(self) -> bytes:
+        return self._filepath.read_bytes()
+
+    def save(self, data: Figure) -> None:
+        with atomic_path(self._filepath) as tmp:
+            data.savefig(tmp, format="png", dpi=self.DPI)
 
 
 class ModelBundleDataset(LocalFileDataset[ModelBundle, ModelBundle]):

@@ -9,8 +9,6 @@ at the top without flipping.
 
 from __future__ import annotations
 
-import io
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,7 +16,6 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ct_pipeline.atomic import write_bytes_atomic
 from ct_pipeline.drr.geometry import view_frames
 
 # Upper window edge: a high percentile of the line integrals, so a few
@@ -101,23 +98,11 @@ def preview_figure(
     return figure
 
 
-def preview_png_bytes(
+def preview_strip(
     projections: np.ndarray, angles_deg: Sequence[float], title: str | None = None
-) -> bytes:
-    """A labelled PNG strip of the views (V, H, W): angle, view name, side markers."""
+) -> Figure:
+    """A labelled strip of the views (V, H, W): angle, view name, side markers."""
     figure = preview_figure([(title or "", projections, angles_deg)])
     if title:
         figure.suptitle(title, fontsize=10)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    return buffer.getvalue()
-
-
-def save_preview_png(
-    path: str | os.PathLike[str],
-    projections: np.ndarray,
-    angles_deg: Sequence[float],
-    title: str | None = None,
-) -> None:
-    """Write the preview strip to ``path`` atomically (temp file + rename)."""
-    write_bytes_atomic(path, preview_png_bytes(projections, angles_deg, title))
+    return figure

@@ -1,5 +1,5 @@
 """Reconstruction networks: the hybrid CNN-ViT, its ablations and the CNN-only
-U-Net baseline. ``build_model(name, geometry, volume_size, spacing_mm, **overrides)``."""
+U-Net baseline. ``build_model(name, geometry, grid, num_views, **overrides)``."""
 
 from ct_pipeline.models.configs import (
     CONFIGS,

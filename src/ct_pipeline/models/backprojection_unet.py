@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.blocks import Pointwise3d, SameConv3d
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE
@@ -42,17 +43,16 @@ class BackprojectionUNet(nn.Module):
     views is fixed at construction (one input channel per view).
     """
 
-    def __init__(
-        self, geometry: Geometry, volume_size: int, spacing_mm: float, num_views: int
-    ) -> None:
+    def __init__(self, geometry: Geometry, grid: CubeGrid, num_views: int) -> None:
         super().__init__()
-        if volume_size % 4:
-            raise ValueError(f"volume_size must be a multiple of 4, got {volume_size}")
+        if grid.size % 4:
+            raise ValueError(
+                f"the grid's size must be a multiple of 4, got {grid.size}"
+            )
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
-        self.geometry, self.volume_size = geometry, volume_size
-        self.spacing_mm, self.num_views = spacing_mm, num_views
-        self.grid = SamplingGrids(geometry, volume_size, spacing_mm)
+        self.geometry, self.grid, self.num_views = geometry, grid, num_views
+        self.sampling = SamplingGrids(geometry, grid)
         c = WIDTHS
         self.enc = nn.ModuleList(
             [_double_conv(num_views, c[0]), _double_conv(c[0], c[1])]
@@ -72,9 +72,9 @@ class BackprojectionUNet(nn.Module):
     ) -> torch.Tensor:
         """(B, V, H, W) line integrals -> (B, V, n, n, n), each view along its rays."""
         b, v = views.shape[:2]
-        grid = self.grid(angles_deg, views.device)
+        grid = self.sampling(angles_deg, views.device)
         samples = sample_views(views[:, :, None] / LINE_INTEGRAL_SCALE, grid)
-        n = self.volume_size
+        n = self.grid.size
         return samples.view(b, v, n, n, n)
 
     def forward(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.lifting import SamplingGrids, sample_views
 
@@ -24,23 +25,25 @@ SLOPE = 0.2
 class ViewBackProjection(nn.Module):
     """(B, V, h, w) views -> (B, 1, n, n, n): each voxel's mean detector value over views."""
 
-    def __init__(self, geometry: Geometry, size: int, spacing_mm: float) -> None:
+    def __init__(self, geometry: Geometry, grid: CubeGrid) -> None:
         super().__init__()
-        self.size = size
-        self.grid = SamplingGrids(geometry, size, spacing_mm)
+        self.grid = grid
+        self.sampling = SamplingGrids(geometry, grid)
 
     def forward(self, views: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
-        samples = sample_views(views.unsqueeze(2), self.grid(angles_deg, views.device))
-        n = self.size
+        samples = sample_views(
+            views.unsqueeze(2), self.sampling(angles_deg, views.device)
+        )
+        n = self.grid.size
         return samples.mean(dim=1).view(views.shape[0], 1, n, n, n)
 
 
 class PatchDiscriminator3d(nn.Module):
     """Least-squares PatchGAN critic: (volume, views) -> (B, 1, p, p, p) patch scores."""
 
-    def __init__(self, geometry: Geometry, size: int, spacing_mm: float) -> None:
+    def __init__(self, geometry: Geometry, grid: CubeGrid) -> None:
         super().__init__()
-        self.back_projection = ViewBackProjection(geometry, size, spacing_mm)
+        self.back_projection = ViewBackProjection(geometry, grid)
         layers: list[nn.Module] = []
         c_in = 2
         for index, width in enumerate(WIDTHS):

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.backprojection_unet import BackprojectionUNet
 from ct_pipeline.models.configs import (
@@ -30,31 +31,27 @@ logger = logging.getLogger(__name__)
 class ReconstructionNet(nn.Module):
     """``model(views (B, V, H, W), angles_deg (V,))`` -> {"volume", "deep", "attention"}.
 
-    "volume" is (B, 1, n, n, n) in [0, 1] on the cube of ``volume_size`` voxels
-    at ``spacing_mm`` centred on the isocentre (RAS+, the preprocessed CT grid);
-    "deep" the coarser predictions at n/2, n/4, n/8 (empty without deep
-    supervision); "attention" the attention weights when asked for, else None.
+    "volume" is (B, 1, n, n, n) in [0, 1] on ``grid``, the cube of n^3 voxels
+    centred on the isocentre (RAS+, the preprocessed CT grid); "deep" the
+    coarser predictions at n/2, n/4, n/8 (empty without deep supervision);
+    "attention" the attention weights when asked for, else None.
     """
 
     def __init__(
         self,
         config: ModelConfig,
         geometry: Geometry,
-        volume_size: int,
-        spacing_mm: float,
+        grid: CubeGrid,
         num_views: int | None = None,
     ) -> None:
         super().__init__()
         if config.view_fusion == "concat" and num_views is None:
             raise ValueError("view_fusion 'concat' needs num_views, got None")
-        if volume_size % 2 ** (LEVELS - 1) or volume_size < 2 ** (LEVELS - 1):
+        if grid.size % 2 ** (LEVELS - 1):
             raise ValueError(
-                f"volume_size must be a positive multiple of 8, got {volume_size}"
+                f"the grid's size must be a positive multiple of 8, got {grid.size}"
             )
-        if spacing_mm <= 0:
-            raise ValueError(f"spacing_mm must be > 0, got {spacing_mm}")
-        self.config, self.geometry = config, geometry
-        self.volume_size, self.spacing_mm = volume_size, spacing_mm
+        self.config, self.geometry, self.grid = config, geometry, grid
         enc = config.encoder_channels
         self.encoder = XrayEncoder2d(enc)
         self.cross_view = (
@@ -64,18 +61,20 @@ class ReconstructionNet(nn.Module):
         )
         # Level 0 also lifts the normalised raw projection: a plain back-projection channel.
         lift_in = (enc[0] + 1, *enc[1:])
+        # Level l's cube: the same extent and centre at 2^l times the spacing.
         self.lifts = nn.ModuleList(
             GeometricLifting(
                 geometry,
-                volume_size // 2**level,
-                spacing_mm * 2**level,
+                CubeGrid(
+                    grid.size // 2**level, grid.spacing_mm * 2**level, grid.centre_mm
+                ),
                 lift_in[level],
                 config.lift_channels[level],
                 num_views if config.view_fusion == "concat" else None,
             )
             for level in range(LEVELS)
         )
-        self.unet = UNet3d(config, volume_size)
+        self.unet = UNet3d(config, grid.size)
 
     def forward(
         self,
@@ -133,8 +132,7 @@ class ReconstructionNet(nn.Module):
 def build_model(
     name: str,
     geometry: Geometry,
-    volume_size: int,
-    spacing_mm: float,
+    grid: CubeGrid,
     num_views: int | None = None,
     **overrides: Any,
 ) -> nn.Module:
@@ -146,17 +144,16 @@ def build_model(
             reference "bp_unet".
         geometry: The detector and source the views come from; the lifting
             traces its rays.
-        volume_size: Voxels along each side of the output cube (a multiple
-            of 8 for the hybrid, of 4 for bp_unet).
-        spacing_mm: The cube's voxel spacing.
+        grid: The output cube, centred on the isocentre (``ORIGIN_MM``); its
+            size a multiple of 8 for the hybrid, of 4 for bp_unet.
         num_views: Views per sample; needed by the configs whose weights are
             tied to it (view_fusion "concat", bp_unet).
         **overrides: Any ``ModelConfig`` field, e.g. ``swin=False`` for an
             ablation (none for bp_unet).
 
     Raises:
-        ValueError: An unknown name or field, a bad value, or bp_unet with
-            overrides or without ``num_views``.
+        ValueError: An unknown name or field, a bad value, a grid off the
+            isocentre, or bp_unet with overrides or without ``num_views``.
     """
     model: nn.Module
     if name == BP_UNET:
@@ -164,10 +161,10 @@ def build_model(
             raise ValueError(f"{BP_UNET} takes no model overrides, got {overrides}")
         if num_views is None:
             raise ValueError(f"{BP_UNET} needs num_views, got None")
-        model = BackprojectionUNet(geometry, volume_size, spacing_mm, num_views)
+        model = BackprojectionUNet(geometry, grid, num_views)
     else:
         model = ReconstructionNet(
-            get_config(name, **overrides), geometry, volume_size, spacing_mm, num_views
+            get_config(name, **overrides), geometry, grid, num_views
         )
     logger.info(
         "built model %s (%s) with %d parameters",

@@ -1,12 +1,12 @@
 """Geometry-aware 2-D -> 3-D lifting: a learned, multi-channel back-projection.
 
-For each voxel centre of the output grid (a cube of ``size`` voxels at
-``spacing_mm``, centred on the isocentre, RAS+: array axes i -> R, j -> A,
-k -> S) the lifting finds its detector position on every view with
-``geometry.project_points`` -- the very function the renderer's rays invert --
-and samples that view's feature map there (bilinear, zeros off the detector).
-A feature seen at one detector pixel therefore lands on the voxels of that
-pixel's ray. Views are fused in one of two ways (``ModelConfig.view_fusion``):
+For each voxel centre of the output grid (a ``CubeGrid`` centred on the
+isocentre, RAS+: array axes i -> R, j -> A, k -> S) the lifting finds its
+detector position on every view with ``geometry.project_points`` -- the very
+function the renderer's rays invert -- and samples that view's feature map
+there (bilinear, zeros off the detector). A feature seen at one detector pixel
+therefore lands on the voxels of that pixel's ray. Views are fused in one of
+two ways (``ModelConfig.view_fusion``):
 
 - "concat": the views' samples side by side in view order, then a 1x1x1 conv.
   The network knows which view each feature came from (for PA + lateral, the
@@ -23,16 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ct_pipeline.ct.grid import CubeGrid
+from ct_pipeline.ct.grid import ORIGIN_MM, CubeGrid
 from ct_pipeline.drr.geometry import Geometry, project_points
 from ct_pipeline.models.blocks import Pointwise3d
 
 
-def voxel_centres_mm(size: int, spacing_mm: float) -> torch.Tensor:
-    """(size^3, 3) RAS+ mm offsets from the isocentre, in (i, j, k) C order."""
-    axis = torch.from_numpy(CubeGrid(size, spacing_mm).axis_mm())
-    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
-    return grid.reshape(-1, 3)
+def voxel_centres_mm(grid: CubeGrid) -> torch.Tensor:
+    """(size^3, 3) RAS+ mm offsets of ``grid``'s voxel centres from its centre,
+    in (i, j, k) C order."""
+    axis = torch.from_numpy(grid.axis_mm())
+    points = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1)
+    return points.reshape(-1, 3)
 
 
 def sampling_grid(
@@ -74,14 +75,22 @@ class SamplingGrids:
     plain dict, not module state: it is rebuilt on another device or process).
     """
 
-    def __init__(self, geometry: Geometry, size: int, spacing_mm: float) -> None:
-        self.geometry, self.size, self.spacing_mm = geometry, size, spacing_mm
+    def __init__(self, geometry: Geometry, grid: CubeGrid) -> None:
+        # The rays are traced about an isocentre at the origin; a bundle
+        # records only the cube's size and spacing, and a prediction is moved
+        # onto its DRR set's isocentre.
+        if grid.centre_mm != ORIGIN_MM:
+            raise ValueError(
+                f"a network's grid is centred on the isocentre {ORIGIN_MM}, got "
+                f"{grid.centre_mm}: pass grid.centred(ORIGIN_MM)"
+            )
+        self.geometry, self.cube = geometry, grid
         self._grids: dict[tuple, torch.Tensor] = {}
 
     def __call__(self, angles_deg: torch.Tensor, device: torch.device) -> torch.Tensor:
         key = (tuple(round(a, 6) for a in angles_deg.tolist()), str(device))
         if key not in self._grids:
-            points = voxel_centres_mm(self.size, self.spacing_mm)
+            points = voxel_centres_mm(self.cube)
             self._grids[key] = sampling_grid(self.geometry, angles_deg, points).to(
                 device
             )
@@ -94,8 +103,7 @@ class GeometricLifting(nn.Module):
     def __init__(
         self,
         geometry: Geometry,
-        size: int,
-        spacing_mm: float,
+        grid: CubeGrid,
         in_channels: int,
         out_channels: int,
         num_views: int | None = None,
@@ -104,11 +112,11 @@ class GeometricLifting(nn.Module):
         super().__init__()
         if num_views is not None and num_views < 1:
             raise ValueError(f"num_views must be >= 1 or None, got {num_views}")
-        self.geometry, self.size, self.spacing_mm = geometry, size, spacing_mm
+        self.geometry, self.grid = geometry, grid
         self.num_views = num_views
         fused_in = in_channels * (2 if num_views is None else num_views)
         self.fuse = Pointwise3d(fused_in, out_channels)
-        self.grid = SamplingGrids(geometry, size, spacing_mm)
+        self.sampling = SamplingGrids(geometry, grid)
         # None: all voxels at once. A number: that many voxels at a time, each
         # chunk recomputed in the backward pass (models/memory.py), so the
         # per-view samples (V x C x N floats, GBs at 128^3) never exist whole.
@@ -120,7 +128,7 @@ class GeometricLifting(nn.Module):
             raise ValueError(
                 f"this lifting concatenates {self.num_views} views, got {v}"
             )
-        grid = self.grid(angles_deg, features.device)  # (V, N, 2)
+        grid = self.sampling(angles_deg, features.device)  # (V, N, 2)
         voxels = grid.shape[1]
         chunk = self.chunk_voxels or voxels
         recompute = self.chunk_voxels is not None and torch.is_grad_enabled()
@@ -133,7 +141,7 @@ class GeometricLifting(nn.Module):
             for s in range(0, voxels, chunk)
         ]
         fused = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
-        n = self.size
+        n = self.grid.size
         return fused.view(b, -1, n, n, n)
 
     def _lift(self, features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:

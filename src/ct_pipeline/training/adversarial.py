@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.discriminator import PatchDiscriminator3d
 from ct_pipeline.training.config import ADVERSARIAL, TrainConfig
@@ -45,13 +46,12 @@ class Adversary:
         self,
         weight: float,
         geometry: Geometry,
-        size: int,
-        spacing_mm: float,
+        grid: CubeGrid,
         lr: float,
         place: Place,
     ) -> None:
         self.weight = weight
-        self.module = PatchDiscriminator3d(geometry, size, spacing_mm).to(place.device)
+        self.module = PatchDiscriminator3d(geometry, grid).to(place.device)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, betas=BETAS)
         self.critic: nn.Module = self.module
         if place.distributed:
@@ -101,10 +101,10 @@ class Adversary:
 
 
 def build_adversary(
-    config: TrainConfig, geometry: Geometry, size: int, spacing_mm: float, place: Place
+    config: TrainConfig, geometry: Geometry, grid: CubeGrid, place: Place
 ) -> Adversary | None:
     """The adversary of ``config``, or None when its weight is 0."""
     weight = adversarial_weight(config)
     if weight == 0:
         return None
-    return Adversary(weight, geometry, size, spacing_mm, config.lr, place)
+    return Adversary(weight, geometry, grid, config.lr, place)

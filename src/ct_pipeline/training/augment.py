@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
@@ -125,16 +126,23 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 
 def move_volume(
-    hu: torch.Tensor, spacing_mm: float, angle_deg: float, shift_mm: torch.Tensor
+    hu: torch.Tensor, grid: CubeGrid, angle_deg: float, shift_mm: torch.Tensor
 ) -> torch.Tensor:
-    """(n, n, n) HU cube (RAS+ axes i, j, k) turned by ``angle_deg`` about k
-    through its centre and shifted by ``shift_mm`` (3,); air fills what enters."""
-    n = hu.shape[0]
+    """(n, n, n) HU cube on ``grid`` (RAS+ axes i, j, k) turned by ``angle_deg``
+    about k through its centre and shifted by ``shift_mm`` (3,); air fills
+    what enters.
+
+    Raises:
+        ValueError: ``hu`` is not ``grid``'s shape.
+    """
+    n = grid.size
+    if tuple(hu.shape) != (n, n, n):
+        raise ValueError(f"hu of shape {tuple(hu.shape)} is not on a {n}^3 grid")
     c, s = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
     # affine_grid's output coordinates are (x, y, z) = (k, j, i) of the cube;
     # theta maps them to the input point: rotate in the (i, j) plane, then
     # shift (normalised units: the cube spans [-1, 1], i.e. n voxels = 2).
-    shift = shift_mm.to(torch.float32) / (n * spacing_mm / 2)
+    shift = shift_mm.to(torch.float32) / (grid.extent_mm / 2)
     theta = torch.tensor(
         [
             [1.0, 0.0, 0.0, -float(shift[2])],
@@ -143,16 +151,16 @@ def move_volume(
         ],
         dtype=torch.float32,
     )[None]
-    grid = F.affine_grid(theta, [1, 1, n, n, n], align_corners=False)
+    sample_at = F.affine_grid(theta, [1, 1, n, n, n], align_corners=False)
     moved = F.grid_sample(
-        (hu - AIR_HU)[None, None], grid, mode="bilinear", align_corners=False
+        (hu - AIR_HU)[None, None], sample_at, mode="bilinear", align_corners=False
     )
     return moved[0, 0] + AIR_HU
 
 
 def augmented_sample(
     hu: torch.Tensor,
-    spacing_mm: float,
+    grid: CubeGrid,
     geometry: Geometry,
     angles_deg: list[float],
     mu_water_per_mm: float,
@@ -160,7 +168,8 @@ def augmented_sample(
     generator: torch.Generator,
     stored_views: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(views (V, H, W) line integrals, moved HU cube (n, n, n)) of one random move.
+    """(views (V, H, W) line integrals, moved HU cube (n, n, n)) of one random
+    move of ``hu``, the patient's cube on ``grid``.
 
     ``stored_views`` (views, mirrored views), when the DRR set holds both,
     serve a draw that only mirrors: they were rendered from the patient's
@@ -171,20 +180,22 @@ def augmented_sample(
     ) * augmentation.rotate_deg
     shift = (torch.rand(3, generator=generator) * 2 - 1) * augmentation.shift_mm
     mirrored = torch.rand((), generator=generator).item() < augmentation.mirror
-    moved = move_volume(hu, spacing_mm, angle, shift) if augmentation.moves else hu
+    moved = move_volume(hu, grid, angle, shift) if augmentation.moves else hu
     if mirrored:
         # Array axis i is R (RAS+); the cube's centre, the isocentre, stays put.
         moved = moved.flip(0)
     if stored_views is not None and not augmentation.moves:
         views = stored_views[1 if mirrored else 0]
         return acquired(views, augmentation, generator), moved
-    n = hu.shape[0]
-    affine = np.diag([spacing_mm, spacing_mm, spacing_mm, 1.0])
     # The isocentre is the cube's centre, as in the DRR stage.
-    isocentre = np.full(3, (n - 1) / 2 * spacing_mm)
+    isocentre = np.asarray(grid.centre_mm)
     with torch.no_grad():
         views = project(
-            hu_to_mu(moved, mu_water_per_mm), affine, geometry, angles_deg, isocentre
+            hu_to_mu(moved, mu_water_per_mm),
+            grid.affine,
+            geometry,
+            angles_deg,
+            isocentre,
         )
     return acquired(views, augmentation, generator), moved
 

@@ -134,7 +134,7 @@ class ReconstructionDataset(Dataset):
             return torch.from_numpy(views), torch.from_numpy(target)[None]
         views_t, moved = augmented_sample(
             torch.from_numpy(np.asarray(volume.hu, dtype=np.float32)),
-            self.grid.spacing_mm,
+            self.grid,
             self.geometry,
             self.angles_deg,
             self.mu_water_per_mm,

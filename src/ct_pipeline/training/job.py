@@ -21,7 +21,7 @@ from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.training.config import ADVERSARIAL, TrainConfig
 from ct_pipeline.training.sink import MetricSink
 
-ModelFactory = Callable[[TrainConfig, Geometry, int, float], nn.Module]
+ModelFactory = Callable[[TrainConfig, Geometry, CubeGrid], nn.Module]
 LossFactory = Callable[[TrainConfig], nn.Module]
 
 
@@ -30,15 +30,14 @@ class NonFiniteLossError(RuntimeError):
 
 
 def build_model_from_config(
-    config: TrainConfig, geometry: Geometry, volume_size: int, spacing_mm: float
+    config: TrainConfig, geometry: Geometry, grid: CubeGrid
 ) -> nn.Module:
     from ct_pipeline.models import build_model
 
     return build_model(
         config.model,
         geometry,
-        volume_size,
-        spacing_mm,
+        grid,
         len(config.angles),
         **config.model_overrides,
     )

@@ -81,7 +81,7 @@ def train_model(
     patient is read and checked once here, one at a time, before any rank
     starts or anything is written.
 
-    ``model_factory(config, geometry, volume_size, spacing_mm)`` and
+    ``model_factory(config, geometry, grid)`` and
     ``loss_factory(config)`` default to build_model / ReconstructionLoss; they
     must be module-level callables when world_size > 1 (they are pickled).
     """

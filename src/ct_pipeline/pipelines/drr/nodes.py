@@ -9,6 +9,7 @@ from functools import partial
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from ct_pipeline.ct import CTInputError, CTVolume, CubeGrid, preprocess_ct
 from ct_pipeline.ct.io import ORIENTATION_PARAMETER, CTSource
@@ -17,7 +18,7 @@ from ct_pipeline.datasets.partitions import load_one
 from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.anatomy import views_of_finer_anatomy
 from ct_pipeline.drr.geometry import resolve_angles
-from ct_pipeline.drr.preview import preview_png_bytes
+from ct_pipeline.drr.preview import preview_strip
 from ct_pipeline.phantoms import phantom_loaders
 from ct_pipeline.pipelines.drr.manifest import build_manifest, log_changes, reusable
 from ct_pipeline.pipelines.drr.workload import (
@@ -278,11 +279,9 @@ def render_drr_sets(
     return _layer(made, manifest, previous_manifest, previous, "DRR sets", workers)
 
 
-def _preview(patient: str, drr: Callable[[], DRRSet] | DRRSet) -> bytes:
+def _preview(patient: str, drr: Callable[[], DRRSet] | DRRSet) -> Figure:
     views = load_one(drr)
-    return preview_png_bytes(
-        views.projections, views.angles_deg.tolist(), title=patient
-    )
+    return preview_strip(views.projections, views.angles_deg.tolist(), title=patient)
 
 
 def make_drr_previews(
@@ -292,7 +291,8 @@ def make_drr_previews(
     previous_manifest: Mapping[str, Any] | None = None,
     workers: int | None = 1,
 ) -> PatientLayer:
-    """Radiograph-like PNG strips of every patient's views, for people to look at."""
+    """Radiograph-like strips of every patient's views, for people to look at:
+    a figure each, made when the catalogue's figure dataset writes it."""
     made = {
         patient: partial(_preview, patient, drr_sets[patient]) for patient in drr_sets
     }
