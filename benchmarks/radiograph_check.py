@@ -16,7 +16,7 @@ e.g. BUNDLE_2V.pt = /tmp/final_2v.pt. For every test patient:
     turned as a viewer shows it) and as a 16-bit PNG + sidecar, read back and
     reconstructed; PSNR3D against the reconstruction from the stored ``.npz``;
 (b) realistic films: DICOM films with one acquisition effect each (quantum
-    noise at a chest-film dose, blur, scatter: ``training.augment``'s
+    noise at a chest-film dose, blur, scatter: ``training.detector``'s
     ``detector_response``; a film 10 % larger; another source distance) and
     all together, PSNR3D lost against the ``.npz``;
 (c) every bundle: Spearman's rank correlation across the patients between
@@ -63,7 +63,7 @@ from ct_pipeline.inference import (
 from ct_pipeline.metrics import evaluate_volume, to_unit
 from ct_pipeline.radiographs import ScatterModel, read_films, without_scatter
 from ct_pipeline.radiographs.writing import dicom_film, write_image_film
-from ct_pipeline.training.augment import SCATTER_SIGMA_PX, detector_response
+from ct_pipeline.training.detector import SCATTER_SIGMA_PX, detector_response
 
 PA, LATERAL = 0.0, 90.0
 # The views turned as a viewer shows them (DICOM writes them so).

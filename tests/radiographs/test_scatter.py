@@ -18,7 +18,7 @@ from ct_pipeline.inference import estimate_scatter
 from ct_pipeline.metrics import to_unit
 from ct_pipeline.pipelines.predict.nodes import calibrate_radiographs
 from ct_pipeline.radiographs import NO_SCATTER, ScatterModel, remove_scatter
-from ct_pipeline.training.augment import SCATTER_SIGMA_PX, detector_response
+from ct_pipeline.training.detector import SCATTER_SIGMA_PX, detector_response
 
 PIXEL_MM = 4.0
 SIGMA_MM = SCATTER_SIGMA_PX * PIXEL_MM

@@ -16,10 +16,10 @@ from ct_pipeline.training.augment import (
     Augmentation,
     acquired,
     augmented_sample,
-    miscalibrated,
     move_volume,
     sample_generator,
 )
+from ct_pipeline.training.detector import miscalibrated
 
 N, SPACING = 16, 20.0
 GRID = CubeGrid(N, SPACING)
