@@ -1,7 +1,7 @@
 """How much the physics refinement gives, and whether it is safe when the
 views are not rendered from the cube the model predicts.
 
-    python benchmarks/refinement_check.py --bundle data/06_models/best_model.pt --split val
+    python benchmarks/refinement_check.py --bundle data/06_models/small-2v/best_model.pt --split val
 
 For each patient of the split: the network alone and the network followed by
 each refinement, with (a) the data set's views (rendered from the 32^3 cube,
@@ -31,7 +31,7 @@ from ct_pipeline.metrics import psnr_3d, to_unit
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bundle", default="data/06_models/best_model.pt")
+    parser.add_argument("--bundle", default="data/06_models/small-2v/best_model.pt")
     parser.add_argument("--data", default="data")
     parser.add_argument("--split", default="val", choices=["train", "val", "test"])
     parser.add_argument(

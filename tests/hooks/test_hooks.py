@@ -9,17 +9,44 @@ from ct_pipeline import hooks
 from ct_pipeline.hooks import RunSummaryHook
 
 
-def test_summary_names_the_run(monkeypatch, caplog):
+def _stand_in_run(monkeypatch) -> None:
     # A stand-in run: touching MLflow's process-wide state here would leak into
     # the Kedro sessions of later tests.
-    run = SimpleNamespace(info=SimpleNamespace(run_id="0123abcd"))
+    run = SimpleNamespace(info=SimpleNamespace(run_id="0123abcd", experiment_id="7"))
     monkeypatch.setattr(hooks.mlflow, "active_run", lambda: None)
     monkeypatch.setattr(hooks.mlflow, "last_active_run", lambda: run)
     monkeypatch.setattr(hooks.mlflow, "get_tracking_uri", lambda: "sqlite:///x.db")
+
+
+def test_summary_names_the_run_and_the_results_view(monkeypatch, caplog):
+    _stand_in_run(monkeypatch)
+    stored: list[str] = []
+    monkeypatch.setattr(
+        hooks,
+        "results_view_url",
+        lambda client, experiment_id: stored.append(experiment_id) or "http://view",
+    )
     with caplog.at_level(logging.INFO, logger="ct_pipeline.hooks"):
         RunSummaryHook().after_pipeline_run(run_params={})
     assert "MLflow run 0123abcd in sqlite:///x.db" in caplog.text
     assert f"`{hooks.ui_command()}`" in caplog.text
+    assert stored == ["7"] and "then http://view" in caplog.text
+
+
+def test_a_results_view_that_cannot_be_stored_costs_only_the_view(monkeypatch, caplog):
+    """The tag is written after the run: a store that refuses it must not stop
+    the hooks that commit the data layers."""
+    _stand_in_run(monkeypatch)
+
+    def refused(client, experiment_id):
+        raise hooks.MlflowException("database is locked")
+
+    monkeypatch.setattr(hooks, "results_view_url", refused)
+    with caplog.at_level(logging.INFO, logger="ct_pipeline.hooks"):
+        RunSummaryHook().after_pipeline_run(run_params={})
+    assert "The results view was not stored: database is locked" in caplog.text
+    assert "#/experiments/7/runs?workflowType=machine_learning" in caplog.text
+    assert "viewStateShareKey" not in caplog.text
 
 
 def test_the_recommended_ui_command_runs_without_an_activated_environment():

@@ -426,6 +426,6 @@ def test_the_ui_link_opens_the_runs_table_on_columns_the_run_logged(mlflow_run):
     # The UI shows a column only for a key some run holds: a renamed metric
     # would leave the results table empty again.
     logged = {f"metrics.`{k}`" for k in run.data.metrics}
-    logged |= {f"params.`{k}`" for k in run.data.params}
+    logged |= {f"tags.`{k}`" for k in run.data.tags}
     assert set(columns) <= logged, set(columns) - logged
     assert any(c.startswith("metrics.`test/") for c in columns)

@@ -24,7 +24,7 @@ from ct_pipeline.commit import LayerCommit, recover
 from ct_pipeline.datasets.layers import ManifestDataset, StagedLayer
 from ct_pipeline.evaluation.model_card import CARD_NAME, model_card
 from ct_pipeline.hooks.checks import check_parameters
-from ct_pipeline.hooks.results_view import results_view_url
+from ct_pipeline.hooks.results_view import results_view_url, runs_url
 from ct_pipeline.lock import acquire, process_alive, release
 from ct_pipeline.pipelines.drr.pipeline import create_pipeline as drr_pipeline
 from ct_pipeline.pipelines.drr.workload import Shard, parse_shard
@@ -282,7 +282,13 @@ class RunSummaryHook:
             written = written_paths(pipeline, catalog)
             lines += ["This run wrote:"] + [f"  {k}: {v}" for k, v in written.items()]
         if run is not None:
-            url = results_view_url(MlflowClient(), run.info.experiment_id)
+            try:
+                url = results_view_url(MlflowClient(), run.info.experiment_id)
+            except MlflowException as error:
+                # Only the view is lost: the run and the layers are already
+                # written, and the hooks after this one still commit them.
+                logger.warning("The results view was not stored: %s", error)
+                url = runs_url(run.info.experiment_id)
             lines += [
                 f"MLflow run {run.info.run_id} in {mlflow.get_tracking_uri()}",
                 f"  open it with `{ui_command()}` (or `make mlflow-ui`), then {url}",

@@ -31,7 +31,8 @@ METRIC_COLUMNS = (
     "best/val_psnr_3d",
     "best/epoch",
 )
-PARAM_COLUMNS = ("train.model", "train.num_views", "train.epochs")
+# Tags, not parameters: training and evaluate runs both carry them.
+TAG_COLUMNS = ("ct_pipeline.model", "ct_pipeline.num_views")
 # The chart view: the scores as bars, one per run, then the training curves.
 BAR_CHARTS = METRIC_COLUMNS[:4]
 LINE_CHARTS = ("val/psnr_3d", "train/loss")
@@ -61,7 +62,7 @@ def view_state() -> dict[str, object]:
     """The runs-page state the UI restores from the tag (its own field names):
     table columns and sort, and the chart view's sections."""
     columns = [_column("metrics", key) for key in METRIC_COLUMNS] + [
-        _column("params", key) for key in PARAM_COLUMNS
+        _column("tags", key) for key in TAG_COLUMNS
     ]
     sections = {"results": "Results", "training": "Training"}
     return {
@@ -80,10 +81,15 @@ def view_state() -> dict[str, object]:
     }
 
 
+def runs_url(experiment_id: str, share_key: str | None = None) -> str:
+    """The UI address of ``experiment_id``'s runs in the model-training view."""
+    url = (
+        f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    )
+    return f"{url}&viewStateShareKey={share_key}" if share_key else url
+
+
 def results_view_url(client: MlflowClient, experiment_id: str) -> str:
     """Stores the results view on ``experiment_id``; the UI address that opens it."""
     client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG, json.dumps(view_state()))
-    return (
-        f"{UI_ADDRESS}/#/experiments/{experiment_id}/runs"
-        f"?workflowType=machine_learning&viewStateShareKey={SHARE_KEY}"
-    )
+    return runs_url(experiment_id, SHARE_KEY)

@@ -32,9 +32,9 @@ logger = logging.getLogger(__name__)
 # with its input views explains them worse than any good input did on the test
 # phantoms (clean, noisy, blurred, another source distance, halo taken out:
 # 0.9963 at the lowest, 2 and 8 views), while garbage, a halo left in, another
-# patient's film or a pixel spacing 20 % too large mostly fall below it;
-# a mirrored film, swapped views or a head score as high as good inputs
-# (benchmarks/results/radiographs/ncc_threshold.md).
+# patient's film or a pixel spacing 20 % too large mostly fall below it,
+# swapped views sometimes; a mirrored film or a head score as high as good
+# inputs (benchmarks/results/radiographs/ncc_threshold.md).
 LOW_NCC = 0.995
 
 
@@ -53,17 +53,14 @@ def reconstruct_volumes(
     }
 
 
-def predict_volumes(
+def select_patients(
     drr_sets: Mapping[str, Any], best_model: ModelBundle, skip_model_patients: bool
-) -> dict[str, Callable[[], CTVolume]]:
-    """Reconstructions of the DRR sets, without the patients the model trained
+) -> dict[str, Any]:
+    """The DRR sets to reconstruct: all, without the patients the model trained
     or chose its epoch on when ``skip_model_patients`` (their scores would say
-    nothing about it); the patients skipped are logged.
-
-    Each is a loader, reconstructed when the dataset writes it (Kedro's lazy
-    saving): every file is written as soon as its patient is done, so an
-    interrupted run keeps the patients it finished.
-    """
+    nothing about it); the patients skipped are logged. The nodes after
+    ``predict_volumes`` score and draw these only, not the earlier runs'
+    patients that the predictions folder keeps."""
     known = set()
     if skip_model_patients and best_model.split is not None:
         known = set(best_model.split.get("train", ())) | set(
@@ -77,12 +74,21 @@ def predict_volumes(
             len(skipped),
             len(drr_sets),
         )
-    wanted = {p: drr for p, drr in drr_sets.items() if p not in known}
-    check_inputs(wanted, best_model)
+    return {p: drr for p, drr in drr_sets.items() if p not in known}
+
+
+def predict_volumes(
+    drr_sets: Mapping[str, Any], best_model: ModelBundle
+) -> dict[str, Callable[[], CTVolume]]:
+    """Reconstructions of the DRR sets, each a loader reconstructed when the
+    dataset writes it (Kedro's lazy saving): every file is written as soon as
+    its patient is done, so an interrupted run keeps the patients it finished.
+    """
+    check_inputs(drr_sets, best_model)
     network = best_model.network()
     return {
         patient: partial(_reconstruct, network, best_model, drr)
-        for patient, drr in wanted.items()
+        for patient, drr in drr_sets.items()
     }
 
 

@@ -10,6 +10,7 @@ from ct_pipeline.pipelines.predict.nodes import (
     reconstruct_request,
     reconstruct_volumes,
     score_reprojections,
+    select_patients,
 )
 
 
@@ -17,12 +18,18 @@ def create_pipeline(**kwargs: object) -> Pipeline:
     return pipeline(
         [
             node(
-                predict_volumes,
+                select_patients,
                 inputs={
                     "drr_sets": "predict_drr_sets",
                     "best_model": "best_model",
                     "skip_model_patients": "params:predict.skip_model_patients",
                 },
+                outputs="predict_inputs",
+                name="select_patients",
+            ),
+            node(
+                predict_volumes,
+                inputs={"drr_sets": "predict_inputs", "best_model": "best_model"},
                 outputs="predictions",
                 name="reconstruct_volumes",
                 tags=["inference"],
@@ -31,7 +38,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
                 score_reprojections,
                 inputs={
                     "volumes": "predictions",
-                    "drr_sets": "predict_drr_sets",
+                    "drr_sets": "predict_inputs",
                     "best_model": "best_model",
                 },
                 outputs="predict_reprojection",
@@ -40,7 +47,7 @@ def create_pipeline(**kwargs: object) -> Pipeline:
             node(
                 prediction_figures,
                 inputs={
-                    "drr_sets": "predict_drr_sets",
+                    "drr_sets": "predict_inputs",
                     "volumes": "predictions",
                     "best_model": "best_model",
                 },
