@@ -330,6 +330,16 @@ def reconstruct(network: nn.Module, bundle: ModelBundle, drr_set: DRRSet) -> CTV
 
 
 @torch.no_grad()
+def network_volume(
+    network: nn.Module, bundle: ModelBundle, drr_set: DRRSet
+) -> CTVolume:
+    """The network's own HU volume, before the refinement: the volume that
+    ``reconstruct`` starts from (same arguments, one forward pass)."""
+    alone = dataclasses.replace(bundle, refinement=Refinement())
+    return reconstruct(network, alone, drr_set)
+
+
+@torch.no_grad()
 def reproject(volume: CTVolume, views: DRRSet) -> np.ndarray:
     """(V, H, W) DRRs of ``volume`` rendered with the views' geometry,
     angles, isocentre and physics: what the views would be if it were true."""
@@ -340,24 +350,27 @@ def reproject(volume: CTVolume, views: DRRSet) -> np.ndarray:
 
 
 @torch.no_grad()
-def reprojection_scores(volume: CTVolume, views: DRRSet) -> dict[str, float]:
+def reprojection_scores(
+    volume: CTVolume, views: DRRSet, prefix: str = "reprojection"
+) -> dict[str, float]:
     """How well ``volume`` explains ``views``: the quality signal that needs no CT.
 
     The volume's DRRs, rendered with the views' geometry and physics, against
     the views: PSNR (data range: the largest line integral of the views) and
-    NCC, per view (``reprojection/psnr/<angle>deg``) and over all views
-    (``reprojection/psnr``, ``reprojection/ncc``).
+    NCC, per view (``<prefix>/psnr/<angle>deg``) and over all views
+    (``<prefix>/psnr``, ``<prefix>/ncc``); ``prefix`` tells the scores of
+    several volumes of one patient apart.
     """
     rendered = torch.from_numpy(reproject(volume, views)).double()
     measured = torch.from_numpy(views.projections).double()
     peak = float(measured.max())
     scores = {
-        "reprojection/psnr": psnr_3d(rendered, measured, peak),
-        "reprojection/ncc": ncc(rendered, measured),
+        f"{prefix}/psnr": psnr_3d(rendered, measured, peak),
+        f"{prefix}/ncc": ncc(rendered, measured),
     }
     for angle, mine, theirs in zip(views.angles_deg, rendered, measured, strict=True):
-        scores[f"reprojection/psnr/{angle:g}deg"] = psnr_3d(mine, theirs, peak)
-        scores[f"reprojection/ncc/{angle:g}deg"] = ncc(mine, theirs)
+        scores[f"{prefix}/psnr/{angle:g}deg"] = psnr_3d(mine, theirs, peak)
+        scores[f"{prefix}/ncc/{angle:g}deg"] = ncc(mine, theirs)
     return scores
 
 
@@ -387,11 +400,10 @@ def estimate_scatter(
         for fraction in SCATTER_FRACTIONS
         for sigma_mm in SCATTER_SIGMAS_MM
     ]
-    alone = dataclasses.replace(bundle, refinement=Refinement())
     scores = {}
     for candidate in candidates:
         corrected = without_scatter(views, candidate)
-        volume = reconstruct(network, alone, corrected)
+        volume = network_volume(network, bundle, corrected)
         scores[candidate] = reprojection_scores(volume, corrected)["reprojection/ncc"]
     return max(scores, key=scores.__getitem__), scores
 
