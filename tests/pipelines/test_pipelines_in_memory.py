@@ -239,4 +239,5 @@ def test_predict_pipeline_reconstructs_the_test_patients_and_scores_them(
     scores = predict["predict_reprojection"]
     assert sorted(scores["patient"]) == SPLIT["test"]
     assert (scores["reprojection/ncc"] > 0).all()
+    assert {"reprojection_network/ncc", "reprojection_network/psnr"} <= set(scores)
     assert predict["radiograph_predictions"] == {}
