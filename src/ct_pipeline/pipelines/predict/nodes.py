@@ -40,9 +40,10 @@ LOW_NCC = 0.995
 # The network's own volume, before the refinement lifts every score toward 1,
 # explained every good input of the test phantoms with NCC 0.9785 at the
 # lowest (2 views, halo estimated and taken out; 0.9843 with 8 views): 0.975
-# sits 0.0035 under it. Below it fall garbage, a head (2 views), and some
-# patients' swapped views, pixel spacing 20 % too large, halos left in and
-# another patient's lateral; a mirrored film, pixel spacing 20 % too small and
+# sits 0.0035 under it. Below it fall garbage and the 2-view model's head
+# (every patient), and 3 to 8 of the 8 patients' swapped views, pixel spacing
+# 20 % too large, another patient's lateral and halos left in (none with the
+# 8-view model's 0.5 halo); a mirrored film, pixel spacing 20 % too small and
 # the 8-view model's head stay above (the same table as LOW_NCC).
 LOW_NETWORK_NCC = 0.975
 # The scores of the network's own volume, beside the shipped volume's
