@@ -349,7 +349,7 @@ def main() -> None:
                                 volume.hu,
                                 title=f"{patient}: DICOM DX films, {bundle.num_views} views",
                             )
-                            figure.savefig(out / f"{patient}.png", dpi=80)
+                            figure.savefig(out / f"{patient}.png")
             rows.append(row)
             print(json.dumps(row), flush=True)
     write_results(out, rows)

@@ -234,7 +234,7 @@ def test_predict_on_films_writes_a_figure_per_patient(tmp_path):
     figures = radiograph_figures(films, views, volumes, bundle)
     out = PatientFolderDataset(
         path=str(tmp_path / "08_reporting" / "radiograph_figures"),
-        dataset="ct_pipeline.datasets.PngDataset",
+        dataset="ct_pipeline.datasets.FigureDataset",
         filename_suffix=".png",
     )
     out.save(figures)

@@ -21,21 +21,19 @@ class PngDataset(LocalFileDataset[bytes, bytes]):
 
 
 class FigureDataset(LocalFileDataset[Figure, bytes]):
-    """A matplotlib figure written atomically as a PNG, as kedro-datasets'
-    MatplotlibDataset writes the single figures; read back as the PNG's bytes
-    (a figure cannot be rebuilt from its pixels). A ``PatientFolderDataset``
-    of these writes one lazily made figure per patient, one at a time."""
-
-    # A class setting, not an argument: a folder dataset builds its files'
-    # datasets from a path alone. 100 dpi: the previews' resolution as before.
-    DPI = 100
+    """A matplotlib figure written atomically as a PNG at the figure's own
+    resolution (its ``dpi``: the code that draws it knows how large it should
+    be), as kedro-datasets' MatplotlibDataset writes the single figures; read
+    back as the PNG's bytes (a figure cannot be rebuilt from its pixels). A
+    ``PatientFolderDataset`` of these writes one lazily made figure per
+    patient, one at a time."""
 
     def load(self) -> bytes:
         return self._filepath.read_bytes()
 
     def save(self, data: Figure) -> None:
         with atomic_path(self._filepath) as tmp:
-            data.savefig(tmp, format="png", dpi=self.DPI)
+            data.savefig(tmp, format="png", dpi="figure")
 
 
 class ModelBundleDataset(LocalFileDataset[ModelBundle, ModelBundle]):

@@ -191,7 +191,8 @@ def radiograph_figure(
         )
     film_rows = 1 if films else 0
     n = max(len(films), len(angles_deg), 3)
-    fig = Figure(figsize=(2.6 * n, 2.6 * (3 + film_rows)), layout="constrained")
+    # 80 dpi, the resolution it is written at: one figure per patient stays small.
+    fig = Figure(figsize=(2.6 * n, 2.6 * (3 + film_rows)), layout="constrained", dpi=80)
     fig.suptitle(title)
     axes = fig.subplots(3 + film_rows, n, squeeze=False)
     for ax in axes.flat:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -10,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ct_pipeline.ct import CTVolume
 from ct_pipeline.datasets.partitions import iter_partitions, load_one, partition_source
@@ -228,8 +228,8 @@ def radiograph_figures(
     drr_sets: Mapping[str, Any],
     volumes: Mapping[str, Any],
     best_model: ModelBundle,
-) -> dict[str, bytes]:
-    """One PNG per patient (``evaluation.figures.radiograph_figure``): the
+) -> dict[str, Callable[[], Figure]]:
+    """One figure per patient (``evaluation.figures.radiograph_figure``): the
     films as stored, the calibrated views, the volume's reprojections and its
     slices; the picture to look at before trusting a reconstruction."""
     return _figures(drr_sets, volumes, best_model, radiographs)
@@ -237,8 +237,8 @@ def radiograph_figures(
 
 def prediction_figures(
     drr_sets: Mapping[str, Any], volumes: Mapping[str, Any], best_model: ModelBundle
-) -> dict[str, bytes]:
-    """One PNG per predicted patient with views here: the input views, the
+) -> dict[str, Callable[[], Figure]]:
+    """One figure per predicted patient with views here: the input views, the
     volume's reprojections and its slices."""
     return _figures(
         drr_sets, {p: v for p, v in volumes.items() if p in drr_sets}, best_model
@@ -250,22 +250,35 @@ def _figures(
     volumes: Mapping[str, Any],
     best_model: ModelBundle,
     radiographs: Mapping[str, Any] | None = None,
-) -> dict[str, bytes]:
-    figures = {}
-    for patient, volume in iter_partitions(volumes, desc="figures"):
-        views = load_one(drr_sets[patient]).select(best_model.angles_deg)
-        figure = radiograph_figure(
-            load_one(radiographs[patient]) if radiographs is not None else [],
-            views.projections,
-            reproject(volume, views),
-            views.angles_deg.tolist(),
-            volume.hu,
-            title=f"{patient}: {best_model.model}, {best_model.num_views} views",
+) -> dict[str, Callable[[], Figure]]:
+    """A loader per patient: the figure folder's dataset draws and writes one
+    patient at a time, so memory does not grow with the number of patients."""
+    return {
+        patient: partial(
+            _figure,
+            patient,
+            drr_sets[patient],
+            volume,
+            best_model,
+            radiographs[patient] if radiographs is not None else None,
         )
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=80)
-        figures[patient] = buffer.getvalue()
-    return figures
+        for patient, volume in volumes.items()
+    }
+
+
+def _figure(
+    patient: str, drr: Any, volume: Any, best_model: ModelBundle, films: Any
+) -> Figure:
+    views = load_one(drr).select(best_model.angles_deg)
+    ct = load_one(volume)
+    return radiograph_figure(
+        load_one(films) if films is not None else [],
+        views.projections,
+        reproject(ct, views),
+        views.angles_deg.tolist(),
+        ct.hu,
+        title=f"{patient}: {best_model.model}, {best_model.num_views} views",
+    )
 
 
 def reconstruct_request(
