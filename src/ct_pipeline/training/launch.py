@@ -30,6 +30,7 @@ from ct_pipeline.training.job import (
 )
 from ct_pipeline.training.loop import run_training
 from ct_pipeline.training.sink import MetricSink
+from ct_pipeline.training.stages import check_schedule
 
 
 class TrainingStopped(KeyboardInterrupt):
@@ -79,7 +80,8 @@ def train_model(
     ``volumes`` and ``drr_sets`` map patient ids to picklable loaders (Kedro's
     partitions) or to values; ranks read patients as they need them. Every
     patient is read and checked once here, one at a time, before any rank
-    starts or anything is written.
+    starts or anything is written, and so is the resolution schedule against
+    the data and the model.
 
     ``model_factory(config, geometry, grid)`` and
     ``loss_factory(config)`` default to build_model / ReconstructionLoss; they
@@ -105,9 +107,11 @@ def train_model(
                 f"{folder} is a file; move it away or set train.checkpoint_dir"
             )
     for name in ("train", "val"):
-        ReconstructionDataset(
+        patients = ReconstructionDataset(
             volumes, drr_sets, split[name], config.angles, config.hu_window
-        ).check_all(desc=f"check {name} patients")
+        )
+        patients.check_all(desc=f"check {name} patients")
+    check_schedule(config, model_factory, patients.grid, patients.geometry)
     job = TrainJob(
         dict(volumes),
         dict(drr_sets),
