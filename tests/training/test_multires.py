@@ -10,7 +10,7 @@ import torch
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.training import train_model
+from ct_pipeline.training import ReconstructionDataset, train_model
 from ct_pipeline.training.checkpoint import load_checkpoint, run_directory
 from ct_pipeline.training.job import Place, TrainJob, build_model_from_config
 from ct_pipeline.training.loop import train_epoch
@@ -193,7 +193,8 @@ def test_another_schedule_never_reuses_a_checkpoint(data, tmp_path):
             resolution_schedule=[{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 3}],
         ),
     ]
-    signature = data_signature(TrainJob(volumes, drr_sets, SPLIT, configs[0]))
+    patients = ReconstructionDataset(volumes, drr_sets, SPLIT["train"], [0.0, 90.0])
+    signature = data_signature(patients, SPLIT, None)
     assert len({run_directory(config, signature) for config in configs}) == 3
 
 

@@ -30,7 +30,6 @@ from ct_pipeline.training.job import (
 )
 from ct_pipeline.training.loop import run_training
 from ct_pipeline.training.sink import MetricSink
-from ct_pipeline.training.stages import check_schedule
 
 
 class TrainingStopped(KeyboardInterrupt):
@@ -80,8 +79,7 @@ def train_model(
     ``volumes`` and ``drr_sets`` map patient ids to picklable loaders (Kedro's
     partitions) or to values; ranks read patients as they need them. Every
     patient is read and checked once here, one at a time, before any rank
-    starts or anything is written, and so is the resolution schedule against
-    the data and the model.
+    starts or anything is written.
 
     ``model_factory(config, geometry, grid)`` and
     ``loss_factory(config)`` default to build_model / ReconstructionLoss; they
@@ -107,11 +105,9 @@ def train_model(
                 f"{folder} is a file; move it away or set train.checkpoint_dir"
             )
     for name in ("train", "val"):
-        patients = ReconstructionDataset(
+        ReconstructionDataset(
             volumes, drr_sets, split[name], config.angles, config.hu_window
-        )
-        patients.check_all(desc=f"check {name} patients")
-    check_schedule(config, model_factory, patients.grid, patients.geometry)
+        ).check_all(desc=f"check {name} patients")
     job = TrainJob(
         dict(volumes),
         dict(drr_sets),

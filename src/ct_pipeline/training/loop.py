@@ -1,11 +1,11 @@
 """The per-rank training loop, shared by the in-process, spawned and torchrun paths.
 
-Reads top to bottom like nanoGPT's train.py: build data, model, optimiser and
-schedule (``setup``) at the stage of the resolution schedule the run is at;
-resume if a checkpoint of the same setup exists (``state``); then per epoch
-(rebuilding the parts at a coarser stage's end), per optimiser step, a visible loop over the
-micro-batches of gradient accumulation (AMP, clipping), then validate,
-checkpoint and log. Running sums stay on the device and are reduced across
+Reads top to bottom like nanoGPT's train.py: check the resolution schedule
+against the data and the model (``stages``); build data, model, optimiser and
+schedule (``setup``) at the stage the run is at; resume if a checkpoint of
+the same setup exists (``state``); then per epoch (rebuilt at each switch of
+stage), per optimiser step, a visible loop over the micro-batches of gradient
+accumulation (AMP, clipping), then validate, checkpoint and log. Running sums stay on the device and are reduced across
 ranks once per epoch; the one host sync a step is the non-finite check, whose
 value also feeds the progress bar. Every rank runs this; rank 0 alone writes
 files and talks to the sink.
@@ -27,6 +27,7 @@ from ct_pipeline.models.output import ModelOutput
 from ct_pipeline.progress import progress
 from ct_pipeline.training.checkpoint import BEST, LAST, run_directory
 from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.data import ReconstructionDataset
 from ct_pipeline.training.distributed import all_reduce, max_rank_weight_diff
 from ct_pipeline.training.job import NonFiniteLossError, Place, TrainJob, TrainResult
 from ct_pipeline.training.report import (
@@ -37,6 +38,7 @@ from ct_pipeline.training.report import (
 )
 from ct_pipeline.training.resolution import bin_at, schedule_stages
 from ct_pipeline.training.setup import Parts, build_parts, data_signature, wrap
+from ct_pipeline.training.stages import check_schedule
 from ct_pipeline.training.state import (
     RunState,
     next_stage,
@@ -52,8 +54,14 @@ logger = logging.getLogger(__name__)
 def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     """Train on this rank; returns the result on rank 0, None elsewhere."""
     config = job.config
+    # The data set's own grid and detector, whatever the stage.
+    data = ReconstructionDataset(
+        job.volumes, job.drr_sets, job.split["train"], config.angles
+    )
+    # On every rank and every path (torchrun too), before anything is written.
+    check_schedule(config, job.model_factory, data.grid, data.geometry)
     stages = schedule_stages(config.resolution_schedule, config.epochs)
-    run_dir = run_directory(config, data_signature(job))
+    run_dir = run_directory(config, data_signature(data, job.split, job.dataset_id))
     checkpoint = read_resumable(run_dir, config, place)
     # A finished run (nothing left to train) is at the final stage.
     start = min(checkpoint["epoch"] + 1 if checkpoint else 1, config.epochs)

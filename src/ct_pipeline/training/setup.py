@@ -5,7 +5,7 @@ the resolution schedule, then wrapped for DDP and compilation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -168,13 +168,13 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
     return factor
 
 
-def data_signature(job: TrainJob) -> dict[str, Any]:
+def data_signature(
+    train_set: ReconstructionDataset,
+    split: Mapping[str, list[str]],
+    dataset_id: str | None,
+) -> dict[str, Any]:
     """What the weights were trained on, for the checkpoint folder's identity:
     the data set's own grid and detector, whatever the stage."""
-    split, dataset_id = job.split, job.dataset_id
-    train_set = ReconstructionDataset(
-        job.volumes, job.drr_sets, split["train"], job.config.angles
-    )
     signature: dict[str, Any] = {
         "volume_size": train_set.grid.size,
         "spacing_mm": round(train_set.grid.spacing_mm, 6),
