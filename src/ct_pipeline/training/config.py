@@ -242,7 +242,7 @@ class TrainConfig:
             identity["loss_weights"] = {
                 k: v for k, v in weights.items() if k != ADVERSARIAL
             }
-        if identity["resolution_schedule"] is None:  # likewise
+        if identity["resolution_schedule"] is None:  # likewise: folders keep their hash
             del identity["resolution_schedule"]
         return identity
 
