@@ -27,25 +27,30 @@ from ct_pipeline.training.config import TrainConfig
 SIZE = 16  # voxels per side: the smallest cube the tiny model and 3-D SSIM accept
 SPACING_MM = 24.0
 GRID = CubeGrid(SIZE, SPACING_MM)
-GEOMETRY = Geometry(detector_px=(16, 16), pixel_mm=36.0)
+PIXEL_MM = 36.0
+GEOMETRY = Geometry(detector_px=(SIZE, SIZE), pixel_mm=PIXEL_MM)
 RENDERED_ANGLES = default_angles(4)
 
 
 def make_patients(
-    n: int, seed: int = 0
+    n: int, seed: int = 0, size: int = SIZE
 ) -> tuple[dict[str, CTVolume], dict[str, DRRSet]]:
-    """``n`` patients: an ellipsoid body of random size and HU, and views derived from it."""
+    """``n`` patients: an ellipsoid body of random size and HU, and views
+    derived from it; ``size`` voxels (and detector pixels) per side over the
+    same field as GRID and GEOMETRY."""
     rng = np.random.default_rng(seed)
-    axis = (np.arange(SIZE) - (SIZE - 1) / 2) / (SIZE / 2)
+    axis = (np.arange(size) - (size - 1) / 2) / (size / 2)
     x, y, z = np.meshgrid(axis, axis, axis, indexing="ij")
-    affine = GRID.affine
+    spacing_mm = SPACING_MM * SIZE / size
+    affine = CubeGrid(size, spacing_mm).affine
+    geometry = Geometry(detector_px=(size, size), pixel_mm=PIXEL_MM * SIZE / size)
     volumes, drr_sets = {}, {}
     for index in range(n):
         radii = rng.uniform(0.4, 0.9, size=3)
         inside = (x / radii[0]) ** 2 + (y / radii[1]) ** 2 + (z / radii[2]) ** 2 <= 1
         hu = np.where(inside, rng.uniform(-100, 400), -1000.0).astype(np.float32)
         volume = CTVolume(hu, affine)
-        mu = np.clip(0.02 * (1 + hu / 1000), 0, None) * SPACING_MM
+        mu = np.clip(0.02 * (1 + hu / 1000), 0, None) * spacing_mm
         # Axis-aligned line integrals stand in for rendered DRRs (training needs
         # views that depend on the volume, not exact geometry); the 45 and 135
         # degree slots reuse rotated copies.
@@ -59,7 +64,7 @@ def make_patients(
         pid = f"patient_{index:02d}"
         volumes[pid] = volume
         drr_sets[pid] = DRRSet(
-            projections, np.asarray(RENDERED_ANGLES), GEOMETRY, volume.centre_mm
+            projections, np.asarray(RENDERED_ANGLES), geometry, volume.centre_mm
         )
     return volumes, drr_sets
 

@@ -134,3 +134,22 @@ def test_training_curves_plot_every_logged_series() -> None:
     assert list(lines["train/loss"].get_ydata()) == [1.0, 0.5, 0.4]
     with pytest.raises(ValueError, match="at least one epoch"):
         training_curves_figure([])
+
+
+def test_training_curves_mark_each_switch_of_resolution() -> None:
+    history = [
+        {"epoch": e, "train/loss": 1.0 / e, "lr": 1e-3, "resolution": r}
+        for e, r in ((1, 16.0), (2, 16.0), (3, 32.0), (4, 32.0))
+    ]
+    fig = training_curves_figure(history)
+    for ax in fig.axes:
+        marks = [line for line in ax.lines if line.get_linestyle() == ":"]
+        assert [line.get_xdata()[0] for line in marks] == [2.5]
+    loss = fig.axes[0]
+    assert loss.get_yscale() == "log"
+    plain = training_curves_figure(
+        [{k: v for k, v in r.items() if k != "resolution"} for r in history]
+    )
+    assert not any(
+        line.get_linestyle() == ":" for ax in plain.axes for line in ax.lines
+    )

@@ -88,6 +88,10 @@ def _body(grid: CubeGrid, rng: np.random.Generator) -> CTVolume:
 def data_set(params) -> dict[str, Any]:
     """What the drr stage hands on, made directly: the cubes, views and
     manifest of one data set of 6 bodies on the tiny grid."""
+    return _data_set(params)
+
+
+def _data_set(params: dict[str, Any]) -> dict[str, Any]:
     grid = _grid(params)
     geometry, angles = drr_geometry(params["drr"])
     mu_water = params["drr"]["mu_water_per_mm"]
@@ -188,6 +192,31 @@ def test_train_pipeline_returns_a_bundle_labelled_with_what_it_holds(params, dat
     split = train["patient_split"]
     assert not set(split["train"]) & set(split["test"])
     assert bundle.split == {part: tuple(ids) for part, ids in split.items()}
+
+
+def test_train_pipeline_with_a_resolution_schedule_bundles_the_data_sets_grid(
+    params,
+):
+    """The schedule as YAML gives it: one epoch at 16^3, one at the data set's 32^3."""
+    params["preprocess"] |= {"volume_size": 32, "target_spacing_mm": 12.0}
+    params["train"] |= {
+        "epochs": 2,
+        "model_overrides": {"window": 2},  # the tiny Swin at both grids
+        "resolution_schedule": [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}],
+    }
+    train = _run(
+        train_pipeline(),
+        _data_set(params)
+        | {"training_metric_sink": LoggingSink()}
+        | {f"params:{k}": params[k] for k in ("split", "train", "refinement")},
+    )
+    bundle: ModelBundle = train["best_model"]
+    assert bundle.grid == _grid(params) == CubeGrid(32, 12.0)
+    assert [h["resolution"] for h in train["training_history"]] == [16.0, 32.0]
+    network = build_model(
+        bundle.model, bundle.geometry, bundle.grid, bundle.num_views, window=2
+    )
+    network.load_state_dict(bundle.state_dict)
 
 
 def test_evaluate_pipeline_scores_the_model_against_the_mean_volume(

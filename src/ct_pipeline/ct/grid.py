@@ -58,6 +58,15 @@ class CubeGrid:
         """The same cube moved to ``centre_mm``."""
         return CubeGrid(self.size, self.spacing_mm, tuple(np.ravel(centre_mm)))
 
+    def coarsened(self, factor: int) -> CubeGrid:
+        """The same cube in ``factor``^3 blocks of voxels: size / factor voxels
+        at factor times the spacing, so the field and the centre stay."""
+        if factor < 1 or self.size % factor:
+            raise ValueError(
+                f"a {self.size}^3 grid cannot be cut into blocks of {factor} voxels"
+            )
+        return CubeGrid(self.size // factor, self.spacing_mm * factor, self.centre_mm)
+
     @property
     def extent_mm(self) -> float:
         """Side length of the cube, outer voxel faces included."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -74,6 +74,21 @@ class Geometry:
     def magnification(self) -> float:
         """Detector-plane size of an object at the isocentre, per mm."""
         return self.sdd_mm / self.sad_mm if self.beam == "cone" else 1.0
+
+    def binned(self, factor: int) -> Geometry:
+        """The detector read out in ``factor`` x ``factor`` blocks of pixels:
+        each block one pixel of ``factor`` times the pitch, centred where the
+        block's pixels are (the same field, the same rays)."""
+        rows, cols = self.detector_px
+        if factor < 1 or rows % factor or cols % factor:
+            raise ValueError(
+                f"a {rows} x {cols} detector cannot be binned in blocks of {factor} pixels"
+            )
+        return replace(
+            self,
+            detector_px=(rows // factor, cols // factor),
+            pixel_mm=self.pixel_mm * factor,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "detector_px": list(self.detector_px)}

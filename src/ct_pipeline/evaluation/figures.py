@@ -229,11 +229,20 @@ def training_curves_figure(
 ) -> Figure:
     """Four panels against epoch: the loss and its terms (``train/loss`` and
     ``train/<term>``, log scale), validation PSNR and SSIM (``val/*psnr*``,
-    ``val/*ssim*``, which may be logged only every few epochs) and ``lr``."""
+    ``val/*ssim*``, which may be logged only every few epochs) and ``lr``.
+    A dotted line marks each switch of ``resolution`` (voxels per side) of a
+    resolution schedule: the scores before it are against a coarser target."""
     if not history:
         raise ValueError("training_curves_figure needs at least one epoch, got none")
     epochs = [float(row.get("epoch", n + 1)) for n, row in enumerate(history)]
     keys = {key for row in history for key in row}
+    switches = [
+        epoch - 0.5
+        for epoch, row, previous in zip(
+            epochs[1:], history[1:], history[:-1], strict=True
+        )
+        if row.get("resolution") != previous.get("resolution")
+    ]
     panels = {
         "loss (train)": ["train/loss"] + [f"train/{term}" for term in DEFAULT_WEIGHTS],
         "PSNR (dB)": sorted(k for k in keys if k.startswith("val/") and "psnr" in k),
@@ -265,4 +274,6 @@ def training_curves_figure(
             ax.text(
                 0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes
             )
+        for switch in switches:  # after the checks above, which read ax.lines
+            ax.axvline(switch, color="0.5", linestyle=":", linewidth=1.0)
     return fig

@@ -65,9 +65,7 @@ class ReconstructionNet(nn.Module):
         self.lifts = nn.ModuleList(
             GeometricLifting(
                 geometry,
-                CubeGrid(
-                    grid.size // 2**level, grid.spacing_mm * 2**level, grid.centre_mm
-                ),
+                grid.coarsened(2**level),
                 lift_in[level],
                 config.lift_channels[level],
                 num_views if config.view_fusion == "concat" else None,

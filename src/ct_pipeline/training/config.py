@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -15,6 +15,7 @@ import torch
 from ct_pipeline.drr.geometry import resolve_angles
 from ct_pipeline.metrics import HU_WINDOW
 from ct_pipeline.training.augment import Augmentation
+from ct_pipeline.training.resolution import parse_schedule
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 BACKENDS = ("auto", "nccl", "gloo")
@@ -64,6 +65,7 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 0.01
     epochs: int = 10
+    resolution_schedule: list[dict[str, int]] | None = None  # training/resolution.py
     # Optimiser steps per epoch; None: one pass over the train split. Bounds an
     # epoch (and so the validation cadence) on big data sets.
     steps_per_epoch: int | None = None
@@ -170,6 +172,9 @@ class TrainConfig:
         # Raises on a missing or inconsistent view choice, before anything runs.
         _ = self.angles
         object.__setattr__(self, "model_overrides", dict(self.model_overrides or {}))
+        if self.resolution_schedule is not None:
+            stages = parse_schedule(self.resolution_schedule, self.epochs)
+            object.__setattr__(self, "resolution_schedule", [asdict(s) for s in stages])
         object.__setattr__(
             self, "augment", Augmentation.from_dict(self.augment).to_dict()
         )
@@ -237,6 +242,8 @@ class TrainConfig:
             identity["loss_weights"] = {
                 k: v for k, v in weights.items() if k != ADVERSARIAL
             }
+        if identity["resolution_schedule"] is None:  # likewise: folders keep their hash
+            del identity["resolution_schedule"]
         return identity
 
     def identity_hash(self, data_signature: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from ct_pipeline.training.augment import (
     augmented_sample,
     sample_generator,
 )
+from ct_pipeline.training.resolution import bin_views, bin_volume
 
 T = TypeVar("T")
 
@@ -49,6 +50,10 @@ class ReconstructionDataset(Dataset):
     detector geometry and the volume grid of the first one, since the model is
     built for one of each: ``check_all`` verifies that up front (streaming),
     and every sample checks its own patient again.
+
+    ``binning`` > 1 gives the samples of a coarse stage of the resolution
+    schedule (training/resolution.py): the sample, augmented as usual, then
+    binned onto ``sample_grid`` as seen through ``sample_geometry``.
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class ReconstructionDataset(Dataset):
         hu_window: Sequence[float] = HU_WINDOW,
         augmentation: Augmentation | None = None,
         seed: int = 0,
+        binning: int = 1,
     ) -> None:
         self.patient_ids = sorted(patient_ids)
         if not self.patient_ids:
@@ -77,8 +83,12 @@ class ReconstructionDataset(Dataset):
         first = self.patient_ids[0]
         volume, drr = self._load(first)
         self.geometry: Geometry = drr.geometry
-        # The network's grid: the patient's cube, centred on the isocentre.
+        # The data set's grid: the patient's cube, centred on the isocentre.
         self.grid = CubeGrid.of(volume, f"patient {first}'s volume").centred(ORIGIN_MM)
+        # What the samples are, and so what the network sees.
+        self.binning = binning
+        self.sample_grid = self.grid.coarsened(binning)
+        self.sample_geometry = self.geometry.binned(binning)
         self.mu_water_per_mm = drr.mu_water_per_mm
         # Views of the cube and views of finer anatomy are different data.
         self.anatomy_spacing_mm = drr.anatomy_spacing_mm
@@ -125,6 +135,15 @@ class ReconstructionDataset(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        views, target = self._sample(index)
+        if self.binning == 1:
+            return views, target
+        # After augmentation, whose changes of the patient (a mirror, a move)
+        # act on the data set's own grid and detector.
+        return bin_views(views, self.binning), bin_volume(target[0], self.binning)[None]
+
+    def _sample(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sample on the data set's own grid and detector."""
         patient = self.patient_ids[index]
         volume, drr = self._load(patient)
         selected = self._check(patient, volume, drr)

@@ -1,10 +1,11 @@
 """The per-rank training loop, shared by the in-process, spawned and torchrun paths.
 
-Reads top to bottom like nanoGPT's train.py: build data, model, optimiser and
-schedule (``setup``); resume if a checkpoint of the same setup exists
-(``state``); then per epoch, per optimiser step, a visible loop over the
-micro-batches of gradient accumulation (AMP, clipping), then validate,
-checkpoint and log. Running sums stay on the device and are reduced across
+Reads top to bottom like nanoGPT's train.py: check the resolution schedule
+against the data and the model (``stages``); build data, model, optimiser and
+schedule (``setup``) at the stage the run is at; resume if a checkpoint of
+the same setup exists (``state``); then per epoch (rebuilt at each switch of
+stage), per optimiser step, a visible loop over the micro-batches of gradient
+accumulation (AMP, clipping), then validate, checkpoint and log. Running sums stay on the device and are reduced across
 ranks once per epoch; the one host sync a step is the non-finite check, whose
 value also feeds the progress bar. Every rank runs this; rank 0 alone writes
 files and talks to the sink.
@@ -26,6 +27,7 @@ from ct_pipeline.models.output import ModelOutput
 from ct_pipeline.progress import progress
 from ct_pipeline.training.checkpoint import BEST, LAST, run_directory
 from ct_pipeline.training.config import TrainConfig
+from ct_pipeline.training.data import ReconstructionDataset
 from ct_pipeline.training.distributed import all_reduce, max_rank_weight_diff
 from ct_pipeline.training.job import NonFiniteLossError, Place, TrainJob, TrainResult
 from ct_pipeline.training.report import (
@@ -34,8 +36,16 @@ from ct_pipeline.training.report import (
     epoch_line,
     peak_memory_mb,
 )
+from ct_pipeline.training.resolution import bin_at, schedule_stages
 from ct_pipeline.training.setup import Parts, build_parts, data_signature, wrap
-from ct_pipeline.training.state import RunState, resume, save_epoch
+from ct_pipeline.training.stages import check_schedule
+from ct_pipeline.training.state import (
+    RunState,
+    next_stage,
+    read_resumable,
+    resume,
+    save_epoch,
+)
 from ct_pipeline.training.validation import validate
 
 logger = logging.getLogger(__name__)
@@ -44,11 +54,19 @@ logger = logging.getLogger(__name__)
 def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     """Train on this rank; returns the result on rank 0, None elsewhere."""
     config = job.config
-    parts = build_parts(job, place)
-    run_dir = run_directory(
-        config, data_signature(parts.train_set, job.split, job.dataset_id)
+    # The data set's own grid and detector, whatever the stage.
+    data = ReconstructionDataset(
+        job.volumes, job.drr_sets, job.split["train"], config.angles
     )
-    state = resume(parts, config, place, run_dir)
+    # On every rank and every path (torchrun too), before anything is written.
+    check_schedule(config, job.model_factory, data.grid, data.geometry)
+    stages = schedule_stages(config.resolution_schedule, config.epochs)
+    run_dir = run_directory(config, data_signature(data, job.split, job.dataset_id))
+    checkpoint = read_resumable(run_dir, config, place)
+    # A finished run (nothing left to train) is at the final stage.
+    start = min(checkpoint["epoch"] + 1 if checkpoint else 1, config.epochs)
+    parts = build_parts(job, place, bin_at(stages, start))
+    state = resume(parts, checkpoint, run_dir)
     model, ddp = wrap(parts.module, config.compile, place)
     this_run = job.sink.run_id if job.sink is not None else None
     if place.is_main and job.sink is not None:
@@ -67,6 +85,17 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
         show=place.is_main,
     )
     for epoch in range(state.start_epoch, config.epochs + 1):
+        binning = bin_at(stages, epoch)
+        if binning != parts.binning:
+            parts = next_stage(parts, job, place, binning)
+            model, ddp = wrap(parts.module, config.compile, place)
+            if place.is_main:
+                logger.info(
+                    "epoch %d: the model continues at %d^3 voxels (bin %d)",
+                    epoch,
+                    parts.train_set.sample_grid.size,
+                    binning,
+                )
         record = train_epoch(parts, model, ddp, config, place, epoch)
         improved = False
         if epoch % config.validate_every == 0 or epoch == config.epochs:
@@ -74,7 +103,10 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
                 parts.module, parts.val_set, parts.angles, config, place, parts.autocast
             )
             record.update({"val/psnr_3d": psnr, "val/ssim_3d": ssim})
-            improved = state.observe(epoch, psnr)
+            # Only the data set's own grid competes: a coarser stage's score
+            # is another measure, and the bundle holds weights for that grid.
+            if binning == 1:
+                improved = state.observe(epoch, psnr)
         state.history.append(record)
         if place.is_main:
             save_epoch(parts, state, config, epoch, improved, this_run)
@@ -182,6 +214,7 @@ def train_epoch(
             for n, v in zip(names, reduced.tolist(), strict=True)
         },
         "lr": last_lr,
+        "resolution": float(parts.train_set.sample_grid.size),  # voxels per side
         "train/samples_per_s": samples / elapsed,
         # The largest rank's: memory per rank is what must fit.
         "peak_memory_mb": all_reduce(
@@ -205,8 +238,8 @@ def finish(
         job.sink.log_metrics(best, step=state.best_epoch)
     return TrainResult(
         best_state_dict=state.best_weights(),
-        grid=parts.train_set.grid,
-        geometry=parts.train_set.geometry,
+        grid=parts.train_set.sample_grid,
+        geometry=parts.train_set.sample_geometry,
         history=state.history,
         best_val_psnr=state.best_score,
         best_epoch=state.best_epoch,

@@ -1,6 +1,6 @@
 """What one rank trains with: data, model, loss, optimiser and schedule,
-built in a fixed order (the initial weights depend on it), then wrapped for
-DDP and compilation."""
+built in a fixed order (the initial weights depend on it) for one stage of
+the resolution schedule, then wrapped for DDP and compilation."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ Sample = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class Parts:
-    """The objects a rank's training loop works on (weights unwrapped)."""
+    """The objects a rank's training loop works on (weights unwrapped), at
+    one stage of the resolution schedule."""
 
+    binning: int  # voxels (and detector pixels) per side of the data making one
     train_set: ReconstructionDataset
     val_set: ReconstructionDataset
     sampler: DistributedSampler[Sample]
@@ -44,7 +46,7 @@ class Parts:
     autocast: Callable[[], Any]
 
 
-def build_parts(job: TrainJob, place: Place) -> Parts:
+def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
     config, device = job.config, place.device
     amp = config.resolve_amp(device.type)
     amp_dtype = torch.bfloat16 if amp == "bf16" else torch.float16
@@ -60,9 +62,15 @@ def build_parts(job: TrainJob, place: Place) -> Parts:
         config.hu_window,
         Augmentation.from_dict(config.augment),
         config.seed,
+        binning,
     )
     val_set = ReconstructionDataset(
-        job.volumes, job.drr_sets, job.split["val"], config.angles, config.hu_window
+        job.volumes,
+        job.drr_sets,
+        job.split["val"],
+        config.angles,
+        config.hu_window,
+        binning=binning,
     )
     # Shuffled with seed + epoch on every rank: rank r takes every world_size-th
     # index of one shared permutation, so at each step the ranks together see
@@ -92,13 +100,14 @@ def build_parts(job: TrainJob, place: Place) -> Parts:
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum_steps)
 
     torch.manual_seed(config.seed)  # identical initial weights on every rank and run
-    module = job.model_factory(config, train_set.geometry, train_set.grid).to(device)
+    geometry, grid = train_set.sample_geometry, train_set.sample_grid
+    module = job.model_factory(config, geometry, grid).to(device)
     if config.activation_checkpointing:
         enable_activation_checkpointing(module)
     loss_fn = job.loss_factory(config).to(device)
     # adversarial: None unless loss_weights.adversarial > 0 (built after the
     # generator, so the generator's initial weights never depend on it).
-    adversary = build_adversary(config, train_set.geometry, train_set.grid, place)
+    adversary = build_adversary(config, geometry, grid, place)
     # Fused: one kernel over all parameters instead of a loop over ~260
     # tensors (CPU and CUDA alike); 6.7 -> 1.8 ms a step for `small` on CPU.
     optimizer = torch.optim.AdamW(
@@ -109,6 +118,7 @@ def build_parts(job: TrainJob, place: Place) -> Parts:
         optimizer, warmup_cosine(warmup_steps, config.epochs * steps_per_epoch)
     )
     return Parts(
+        binning=binning,
         train_set=train_set,
         val_set=val_set,
         sampler=sampler,
@@ -163,7 +173,8 @@ def data_signature(
     split: Mapping[str, list[str]],
     dataset_id: str | None,
 ) -> dict[str, Any]:
-    """What the weights were trained on, for the checkpoint folder's identity."""
+    """What the weights were trained on, for the checkpoint folder's identity:
+    the data set's own grid and detector, whatever the stage."""
     signature: dict[str, Any] = {
         "volume_size": train_set.grid.size,
         "spacing_mm": round(train_set.grid.spacing_mm, 6),

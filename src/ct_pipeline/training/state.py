@@ -1,10 +1,12 @@
 """What a run carries from epoch to epoch, and how it survives an
 interruption: resumed from ``last.pt`` at the start, saved after each epoch
-(``best.pt`` too when validation improved)."""
+(``best.pt`` too when validation improved), and carried from one stage of
+the resolution schedule to the next."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,9 @@ from ct_pipeline.training.checkpoint import (
 )
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.distributed import broadcast_object
-from ct_pipeline.training.job import Place
-from ct_pipeline.training.setup import Parts
+from ct_pipeline.training.job import Place, TrainJob
+from ct_pipeline.training.setup import Parts, build_parts
+from ct_pipeline.training.stages import check_same_weights
 
 
 @dataclass
@@ -51,23 +54,23 @@ class RunState:
         return self.best_state if self.best_state is not None else {}
 
 
-def resume(parts: Parts, config: TrainConfig, place: Place, run_dir: Path) -> RunState:
-    """The state of an interrupted run of this setup, loaded into ``parts``,
-    or a fresh one. Rank 0 reads ``last.pt`` and shares it, so nodes need not
-    see the same disk."""
-    state = RunState(run_dir)
-    checkpoint = broadcast_object(
+def read_resumable(
+    run_dir: Path, config: TrainConfig, place: Place
+) -> dict[str, Any] | None:
+    """``last.pt`` of an interrupted run of this setup on every rank, or None.
+    Rank 0 reads it and shares it, so nodes need not see the same disk."""
+    return broadcast_object(
         find_resumable(run_dir, config) if place.is_main else None, place
     )
+
+
+def resume(parts: Parts, checkpoint: dict[str, Any] | None, run_dir: Path) -> RunState:
+    """The state of ``checkpoint``, loaded into ``parts`` (built for the
+    stage of the epoch it continues at), or a fresh one."""
+    state = RunState(run_dir)
     if checkpoint is None:
         return state
-    parts.module.load_state_dict(checkpoint["model"])
-    parts.optimizer.load_state_dict(checkpoint["optimizer"])
-    parts.scheduler.load_state_dict(checkpoint["scheduler"])
-    if checkpoint["scaler"] is not None:
-        parts.scaler.load_state_dict(checkpoint["scaler"])
-    if parts.adversary is not None:  # adversarial
-        parts.adversary.load_state_dict(checkpoint["adversarial"])
+    load_training_state(parts, checkpoint, f"{run_dir / LAST}")
     state.history = list(checkpoint["history"])
     state.best_score, state.best_epoch = (
         checkpoint["best_score"],
@@ -76,6 +79,52 @@ def resume(parts: Parts, config: TrainConfig, place: Place, run_dir: Path) -> Ru
     state.start_epoch = checkpoint["epoch"] + 1
     state.continued_run = checkpoint.get("tracking_run_id")
     return state
+
+
+def training_state(parts: Parts) -> dict[str, Any]:
+    """Weights (CPU copies), optimiser, LR schedule, scaler and critic: what
+    the next epoch needs of ``parts``."""
+    weights = {
+        k: v.detach().cpu().clone() for k, v in parts.module.state_dict().items()
+    }
+    adversarial = (
+        {"adversarial": parts.adversary.state_dict()} if parts.adversary else {}
+    )
+    return {
+        "model": weights,
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict(),
+        "scaler": parts.scaler.state_dict() if parts.scaler.is_enabled() else None,
+        **adversarial,
+    }
+
+
+def load_training_state(parts: Parts, saved: Mapping[str, Any], source: str) -> None:
+    """``saved`` (a ``training_state``) into ``parts``; the weights must have
+    every name and shape of ``parts``' (``source`` names where they come from)."""
+    check_same_weights(parts.module.state_dict(), saved["model"], source)
+    parts.module.load_state_dict(saved["model"])
+    # By position: the same names in the same order (checked above).
+    parts.optimizer.load_state_dict(saved["optimizer"])
+    parts.scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"] is not None:
+        parts.scaler.load_state_dict(saved["scaler"])
+    if parts.adversary is not None:  # adversarial
+        critic = saved["adversarial"]
+        check_same_weights(
+            parts.adversary.module.state_dict(), critic["model"], f"{source} (critic)"
+        )
+        parts.adversary.load_state_dict(critic)
+
+
+def next_stage(parts: Parts, job: TrainJob, place: Place, binning: int) -> Parts:
+    """``parts`` rebuilt at the stage of ``binning`` (data, model and critic
+    at its grid and detector), with every weight, the optimiser's state and
+    the LR schedule carried over: the switch is a resume at the new stage."""
+    carried = training_state(parts)
+    stage = build_parts(job, place, binning)
+    load_training_state(stage, carried, f"the bin {parts.binning} stage's model")
+    return stage
 
 
 def save_epoch(
@@ -88,9 +137,7 @@ def save_epoch(
 ) -> None:
     """``last.pt`` with everything a resume needs; ``best.pt`` (weights only)
     when this epoch improved. Rank 0 only."""
-    weights = {
-        k: v.detach().cpu().clone() for k, v in parts.module.state_dict().items()
-    }
+    carried = training_state(parts)
     common: dict[str, Any] = {
         "epoch": epoch,
         "tracking_run_id": tracking_run or state.continued_run,
@@ -98,21 +145,9 @@ def save_epoch(
         "best_score": state.best_score,
         "best_epoch": state.best_epoch,
     }
-    adversarial = (
-        {"adversarial": parts.adversary.state_dict()} if parts.adversary else {}
-    )
     save_checkpoint(
-        state.run_dir / LAST,
-        {
-            **common,
-            "model": weights,
-            "optimizer": parts.optimizer.state_dict(),
-            "scheduler": parts.scheduler.state_dict(),
-            "scaler": parts.scaler.state_dict() if parts.scaler.is_enabled() else None,
-            "history": state.history,
-            **adversarial,
-        },
+        state.run_dir / LAST, {**common, **carried, "history": state.history}
     )
     if improved:
-        save_checkpoint(state.run_dir / BEST, {**common, "model": weights})
-        state.best_state = weights
+        save_checkpoint(state.run_dir / BEST, {**common, "model": carried["model"]})
+        state.best_state = carried["model"]
