@@ -64,7 +64,7 @@ from ct_pipeline.inference import (
     views_from_films,
 )
 from ct_pipeline.metrics import evaluate_volume, to_unit
-from ct_pipeline.radiographs import ScatterModel, read_films, without_scatter
+from ct_pipeline.radiographs import ScatterModel, read_films
 from ct_pipeline.radiographs.writing import dicom_film, write_image_film
 from ct_pipeline.training.detector import SCATTER_SIGMA_PX, detector_response
 
@@ -380,14 +380,14 @@ def main() -> None:
                             geometry,
                             kind,
                         )
-                        from_films = views_from_films(bundle, read_films(paths), mu)
+                        films = read_films(paths)
                         if scatter is None:
-                            scatter, _ = estimate_scatter(network, bundle, from_films)
+                            scatter, _ = estimate_scatter(network, bundle, films, mu)
                             row[f"{label}/chosen"] = [
                                 scatter.fraction,
                                 scatter.sigma_mm,
                             ]
-                        from_films = without_scatter(from_films, scatter)
+                        from_films = views_from_films(bundle, films, mu, scatter)
                         volume = reconstruct(network, bundle, from_films)
                         row[f"{label}/psnr_3d"] = psnr(volume, truth, bundle.hu_window)
                         if (

@@ -34,7 +34,6 @@ from ct_pipeline.radiographs import (
     Film,
     ScatterModel,
     films_to_views,
-    without_scatter,
 )
 
 
@@ -280,15 +279,21 @@ def check_input(drr_set: DRRSet, bundle: ModelBundle) -> None:
 
 
 def views_from_films(
-    bundle: ModelBundle, films: Sequence[Film], mu_water_per_mm: float
+    bundle: ModelBundle,
+    films: Sequence[Film],
+    mu_water_per_mm: float,
+    scatter: ScatterModel = NO_SCATTER,
 ) -> DRRSet:
     """A patient's films as the views ``bundle`` was trained on: calibrated to
-    line integrals on its detector, in its view order, isocentre at the origin.
+    line integrals on its detector, ``scatter``'s halo taken out of each film
+    first, in its view order, isocentre at the origin.
 
     ``mu_water_per_mm`` is the HU -> mu scale of the training DRRs, with which
     the physics refinement re-renders the volume.
     """
-    return films_to_views(films, bundle.geometry, bundle.angles_deg, mu_water_per_mm)
+    return films_to_views(
+        films, bundle.geometry, bundle.angles_deg, mu_water_per_mm, scatter
+    )
 
 
 @torch.no_grad()
@@ -383,11 +388,16 @@ SCATTER_SIGMAS_MM = (48.0, 72.0, 108.0)
 
 @torch.no_grad()
 def estimate_scatter(
-    network: nn.Module, bundle: ModelBundle, views: DRRSet
+    network: nn.Module,
+    bundle: ModelBundle,
+    films: Sequence[Film],
+    mu_water_per_mm: float,
 ) -> tuple[ScatterModel, dict[ScatterModel, float]]:
     """The halo (of SCATTER_FRACTIONS x SCATTER_SIGMAS_MM, or none) whose
-    removal leaves views that the network's volume explains best, and each
-    candidate's reprojection NCC.
+    removal from a patient's films leaves views that the network's volume
+    explains best, and each candidate's reprojection NCC. Each candidate is
+    taken out of the films themselves (``views_from_films``), as predict
+    then takes out the chosen one.
 
     A halo left in, or one taken out too strongly, leaves views that no body
     of the kind the network learned would cast; the network's volume then
@@ -402,7 +412,7 @@ def estimate_scatter(
     ]
     scores = {}
     for candidate in candidates:
-        corrected = without_scatter(views, candidate)
+        corrected = views_from_films(bundle, films, mu_water_per_mm, candidate)
         volume = network_volume(network, bundle, corrected)
         scores[candidate] = reprojection_scores(volume, corrected)["reprojection/ncc"]
     return max(scores, key=scores.__getitem__), scores
