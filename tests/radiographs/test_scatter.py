@@ -171,7 +171,9 @@ def test_the_estimate_picks_the_halo_the_films_hold(added, tmp_path):
     ]
     chosen, scores = estimate_scatter(_KnowsTheBody(), _tiny_bundle(), films, 0.02)
     assert chosen == added
-    assert len(scores) == 1 + 5 * 3  # none, and 5 fractions x 3 widths
+    # None and 5 fractions x 3 widths; once a halo is chosen, the
+    # refinement's neighbours too (none better than the halo the films hold).
+    assert len(scores) == 1 + 5 * 3 + (4 * 3 if added.fraction else 0)
 
 
 def _with_halo(p: np.ndarray, halo: ScatterModel, pixel_mm: float) -> np.ndarray:
@@ -237,3 +239,19 @@ def test_the_halo_comes_out_of_the_whole_film_at_its_own_width(tmp_path):
     # Taken out after resampling, on the model's field alone, it is not.
     after = remove_scatter(calibrate(film, MODEL, 0.0), HALO, MODEL.pixel_mm)
     assert np.abs(after - expected).mean() > 0.08
+
+
+def test_the_estimate_finds_a_halo_between_the_grids_values(tmp_path):
+    # 0.8 / 90 mm: between the grid's 0.7 and 1.0 and its 72 and 108 mm,
+    # where taking out a grid value would leave a loss of several dB.
+    added = ScatterModel(0.8, 90.0)
+    clean = np.stack([render(a) for a in ANGLES])
+    films = [
+        read_film(write_dx(tmp_path / f"{angle:g}.dcm", p, angle))
+        for angle, p in zip(
+            ANGLES, _with_halo(clean, added, MODEL.pixel_mm), strict=True
+        )
+    ]
+    chosen, _ = estimate_scatter(_KnowsTheBody(), _tiny_bundle(), films, 0.02)
+    assert chosen.fraction == pytest.approx(added.fraction, rel=0.1)
+    assert chosen.sigma_mm == pytest.approx(added.sigma_mm, rel=0.1)
