@@ -18,7 +18,9 @@ e.g. BUNDLE_2V.pt = /tmp/final_2v.pt. For every test patient:
 (b) realistic films: DICOM films with one acquisition effect each (quantum
     noise at a chest-film dose, blur, scatter: ``training.detector``'s
     ``detector_response``; a film 10 % larger; another source distance) and
-    all together, PSNR3D lost against the ``.npz``;
+    all together, PSNR3D lost against the ``.npz``; the scatter taken out
+    (the halo given, or estimated) alone, beside each other effect
+    (``films/scatter+...``) and with all;
 (c) every bundle: Spearman's rank correlation across the patients between
     the reprojection scores (no truth) and the true PSNR3D, for the network
     alone and as shipped.
@@ -26,7 +28,8 @@ e.g. BUNDLE_2V.pt = /tmp/final_2v.pt. For every test patient:
 Views are rendered as the DRR pipeline renders them (``views_of_finer_anatomy``
 from the patient's source CT, ``--oversample`` times finer than the cube).
 ``--figure-patient ID`` also draws ``ID.png``: ``predict``'s figure of that
-patient's MONOCHROME2 films. Writes ``results.jsonl`` and ``results.md`` under ``--out``.
+patient's MONOCHROME2 films. ``--only`` (label prefixes) and ``--patients``
+(the first N) restrict a run while iterating. Writes ``results.jsonl`` and ``results.md`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ from ct_pipeline.inference import (
     views_from_films,
 )
 from ct_pipeline.metrics import evaluate_volume, to_unit
-from ct_pipeline.radiographs import ScatterModel, read_films, without_scatter
+from ct_pipeline.radiographs import ScatterModel, read_films
 from ct_pipeline.radiographs.writing import dicom_film, write_image_film
 from ct_pipeline.training.detector import SCATTER_SIGMA_PX, detector_response
 
@@ -153,6 +156,8 @@ def effects(
         "noise": response(0.0, 0.0, True),
         "blur": response(0.0, BLUR_PX, False),
         "scatter": response(SCATTER, 0.0, False),
+        "scatter_noise": response(SCATTER, 0.0, True),
+        "scatter_blur": response(SCATTER, BLUR_PX, False),
         "all_detector": response(SCATTER, BLUR_PX, True),
         # A stronger, wider halo than any the estimate tries exactly.
         "other_halo": response(OTHER_HALO[0], 0.0, False, OTHER_HALO[1]),
@@ -181,9 +186,15 @@ def main() -> None:
         help="run only the film cases whose label starts with one of these "
         "|-separated prefixes",
     )
+    parser.add_argument(
+        "--patients",
+        type=int,
+        default=None,
+        help="only the first this many test patients (to iterate quickly)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
-    patients = json.loads(Path(args.split).read_text())["test"]
+    patients = json.loads(Path(args.split).read_text())["test"][: args.patients]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
@@ -235,12 +246,19 @@ def main() -> None:
                 cases.append(
                     ("films/clean", "dx_mono1", model_views, bundle.geometry, none)
                 )
-                for effect, apply in effects(bundle.geometry, index).items():
+                model_response = effects(bundle.geometry, index)
+                for effect in (
+                    "noise",
+                    "blur",
+                    "scatter",
+                    "all_detector",
+                    "other_halo",
+                ):
                     cases.append(
                         (
                             f"films/{effect}",
                             "dx_mono1",
-                            apply(model_views),
+                            model_response[effect](model_views),
                             bundle.geometry,
                             none,
                         )
@@ -277,6 +295,41 @@ def main() -> None:
                             scattered,
                             bundle.geometry,
                             ScatterModel(fraction, sigma_mm),
+                        )
+                    )
+                # films/all's effects one at a time beside the scatter, its
+                # halo taken out as given: which of them spoils the correction.
+                for what, film_views, geometry in (
+                    (
+                        "noise",
+                        model_response["scatter_noise"](model_views),
+                        bundle.geometry,
+                    ),
+                    (
+                        "blur",
+                        model_response["scatter_blur"](model_views),
+                        bundle.geometry,
+                    ),
+                    (
+                        "larger_film",
+                        effects(geometries["larger_film"], index)["scatter"](
+                            render(geometries["larger_film"])
+                        ),
+                        geometries["larger_film"],
+                    ),
+                    (
+                        "source_distance",
+                        effects(distant, index)["scatter"](render(distant)),
+                        distant,
+                    ),
+                ):
+                    cases.append(
+                        (
+                            f"films/scatter+{what}, corrected",
+                            "dx_mono1",
+                            film_views,
+                            geometry,
+                            ScatterModel(SCATTER, width),
                         )
                     )
                 cases.append(
@@ -327,14 +380,14 @@ def main() -> None:
                             geometry,
                             kind,
                         )
-                        from_films = views_from_films(bundle, read_films(paths), mu)
+                        films = read_films(paths)
                         if scatter is None:
-                            scatter, _ = estimate_scatter(network, bundle, from_films)
+                            scatter, _ = estimate_scatter(network, bundle, films, mu)
                             row[f"{label}/chosen"] = [
                                 scatter.fraction,
                                 scatter.sigma_mm,
                             ]
-                        from_films = without_scatter(from_films, scatter)
+                        from_films = views_from_films(bundle, films, mu, scatter)
                         volume = reconstruct(network, bundle, from_films)
                         row[f"{label}/psnr_3d"] = psnr(volume, truth, bundle.hu_window)
                         if (

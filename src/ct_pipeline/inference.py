@@ -34,7 +34,6 @@ from ct_pipeline.radiographs import (
     Film,
     ScatterModel,
     films_to_views,
-    without_scatter,
 )
 
 
@@ -280,15 +279,21 @@ def check_input(drr_set: DRRSet, bundle: ModelBundle) -> None:
 
 
 def views_from_films(
-    bundle: ModelBundle, films: Sequence[Film], mu_water_per_mm: float
+    bundle: ModelBundle,
+    films: Sequence[Film],
+    mu_water_per_mm: float,
+    scatter: ScatterModel = NO_SCATTER,
 ) -> DRRSet:
     """A patient's films as the views ``bundle`` was trained on: calibrated to
-    line integrals on its detector, in its view order, isocentre at the origin.
+    line integrals on its detector, ``scatter``'s halo taken out of each film
+    first, in its view order, isocentre at the origin.
 
     ``mu_water_per_mm`` is the HU -> mu scale of the training DRRs, with which
     the physics refinement re-renders the volume.
     """
-    return films_to_views(films, bundle.geometry, bundle.angles_deg, mu_water_per_mm)
+    return films_to_views(
+        films, bundle.geometry, bundle.angles_deg, mu_water_per_mm, scatter
+    )
 
 
 @torch.no_grad()
@@ -379,15 +384,28 @@ def reprojection_scores(
 # picks one of them. Chest scatter reaches 5-10 cm across the detector.
 SCATTER_FRACTIONS = (0.2, 0.35, 0.5, 0.7, 1.0)
 SCATTER_SIGMAS_MM = (48.0, 72.0, 108.0)
+# The grid above is a start: a halo taken out 25 % too wide or 40 % too
+# strong still costs 3-5 dB (benchmarks/results/radiographs/scatter.md), so
+# the best of the grid is refined by a pattern search in fraction and sigma,
+# each tried this factor larger and smaller, the factor's root taken whenever
+# neither neighbour is better, down to SCATTER_REFINE_STOP (a few per cent,
+# finer than what the films' noise and the network's score resolve).
+SCATTER_REFINE_STEP = 1.2
+SCATTER_REFINE_STOP = 1.03
 
 
 @torch.no_grad()
 def estimate_scatter(
-    network: nn.Module, bundle: ModelBundle, views: DRRSet
+    network: nn.Module,
+    bundle: ModelBundle,
+    films: Sequence[Film],
+    mu_water_per_mm: float,
 ) -> tuple[ScatterModel, dict[ScatterModel, float]]:
-    """The halo (of SCATTER_FRACTIONS x SCATTER_SIGMAS_MM, or none) whose
-    removal leaves views that the network's volume explains best, and each
-    candidate's reprojection NCC.
+    """The halo (none, or the best of SCATTER_FRACTIONS x SCATTER_SIGMAS_MM
+    refined by a pattern search) whose removal from a patient's films leaves
+    views that the network's volume explains best, and each candidate's
+    reprojection NCC. Each candidate is taken out of the films themselves
+    (``views_from_films``), as predict then takes out the chosen one.
 
     A halo left in, or one taken out too strongly, leaves views that no body
     of the kind the network learned would cast; the network's volume then
@@ -400,12 +418,33 @@ def estimate_scatter(
         for fraction in SCATTER_FRACTIONS
         for sigma_mm in SCATTER_SIGMAS_MM
     ]
-    scores = {}
-    for candidate in candidates:
-        corrected = without_scatter(views, candidate)
-        volume = network_volume(network, bundle, corrected)
-        scores[candidate] = reprojection_scores(volume, corrected)["reprojection/ncc"]
-    return max(scores, key=scores.__getitem__), scores
+    scores: dict[ScatterModel, float] = {}
+
+    def score(candidate: ScatterModel) -> float:
+        if candidate not in scores:
+            corrected = views_from_films(bundle, films, mu_water_per_mm, candidate)
+            volume = network_volume(network, bundle, corrected)
+            scores[candidate] = reprojection_scores(volume, corrected)[
+                "reprojection/ncc"
+            ]
+        return scores[candidate]
+
+    best = max(candidates, key=score)
+    step = SCATTER_REFINE_STEP
+    while best != NO_SCATTER and step > SCATTER_REFINE_STOP:
+        neighbours = [
+            ScatterModel(best.fraction * factor, best.sigma_mm)
+            for factor in (step, 1 / step)
+        ] + [
+            ScatterModel(best.fraction, best.sigma_mm * factor)
+            for factor in (step, 1 / step)
+        ]
+        better = max(neighbours, key=score)
+        if score(better) > score(best):
+            best = better
+        else:
+            step = math.sqrt(step)
+    return best, scores
 
 
 def total_variation(volume: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

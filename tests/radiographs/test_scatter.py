@@ -12,12 +12,17 @@ from films import ANGLES, MODEL, phantom, render, write_dx
 from scipy.ndimage import gaussian_filter
 
 from ct_pipeline.datasets import RadiographFolderDataset
-from ct_pipeline.drr import DRRSet
 from ct_pipeline.hooks.checks import ParameterError, check_parameters
 from ct_pipeline.inference import estimate_scatter
 from ct_pipeline.metrics import to_unit
 from ct_pipeline.pipelines.predict.nodes import calibrate_radiographs
-from ct_pipeline.radiographs import NO_SCATTER, ScatterModel, remove_scatter
+from ct_pipeline.radiographs import (
+    NO_SCATTER,
+    ScatterModel,
+    calibrate,
+    read_film,
+    remove_scatter,
+)
 from ct_pipeline.training.detector import SCATTER_SIGMA_PX, detector_response
 
 PIXEL_MM = 4.0
@@ -156,20 +161,97 @@ class _KnowsTheBody(torch.nn.Module):
 
 
 @pytest.mark.parametrize("added", [NO_SCATTER, ScatterModel(0.5, 72.0)])
-def test_the_estimate_picks_the_halo_the_views_hold(added):
-    clean = DRRSet(
-        projections=np.stack([render(a) for a in ANGLES]),
-        angles_deg=np.asarray(ANGLES),
-        geometry=MODEL,
-        isocentre_mm=np.zeros(3),
-    )
-    primary = np.exp(-clean.projections.astype(np.float64))
-    sigma_px = added.sigma_mm / MODEL.pixel_mm
-    halo = np.stack(
+def test_the_estimate_picks_the_halo_the_films_hold(added, tmp_path):
+    clean = np.stack([render(a) for a in ANGLES])
+    films = [
+        read_film(write_dx(tmp_path / f"{angle:g}.dcm", p, angle))
+        for angle, p in zip(
+            ANGLES, _with_halo(clean, added, MODEL.pixel_mm), strict=True
+        )
+    ]
+    chosen, scores = estimate_scatter(_KnowsTheBody(), _tiny_bundle(), films, 0.02)
+    assert chosen == added
+    # None and 5 fractions x 3 widths; once a halo is chosen, the
+    # refinement's neighbours too (none better than the halo the films hold).
+    assert len(scores) == 1 + 5 * 3 + (4 * 3 if added.fraction else 0)
+
+
+def _with_halo(p: np.ndarray, halo: ScatterModel, pixel_mm: float) -> np.ndarray:
+    """(V, H, W) line integrals as a film records them with ``halo`` (its
+    model, a whole Gaussian), normalised like the open field far from the body."""
+    primary = np.exp(-p.astype(np.float64))
+    sigma_px = halo.sigma_mm / pixel_mm
+    blurred = np.stack(
         [gaussian_filter(i, sigma_px, mode="nearest", truncate=8.0) for i in primary]
     )
-    film = -np.log((primary + added.fraction * halo) / (1 + added.fraction))
-    views = dataclasses.replace(clean, projections=film.astype(np.float32))
-    chosen, scores = estimate_scatter(_KnowsTheBody(), _tiny_bundle(), views)
-    assert chosen == added
-    assert len(scores) == 1 + 5 * 3  # none, and 5 fractions x 3 widths
+    return -np.log((primary + halo.fraction * blurred) / (1 + halo.fraction))
+
+
+# A uniform slab whose line integral is known, air in a border of 2 pixels
+# around it: the body fills nearly all of the film.
+SLAB_P = 3.0
+HALO = ScatterModel(0.5, 4 * MODEL.pixel_mm)
+
+
+def _slab(shape: tuple[int, int], border: int) -> np.ndarray:
+    p = np.zeros(shape)
+    p[border:-border, border:-border] = SLAB_P
+    return p
+
+
+def test_the_open_field_is_the_primarys_when_the_body_fills_the_film(tmp_path):
+    # The halo of the body keeps even the film's brightest pixels well below
+    # the bare beam; taken as I0, they would read every line integral short.
+    p = _with_halo(_slab(MODEL.detector_px, 2)[None], HALO, MODEL.pixel_mm)[0]
+    assert p.min() > 0.03
+    # Quantum noise at a chest film's dose (5e4 photons / mm^2 at the
+    # detector): the slab's mean line integral is still known.
+    photons = 5e4 * MODEL.pixel_mm**2 * np.exp(-p)
+    noisy = -np.log(np.random.default_rng(0).poisson(photons) / photons * np.exp(-p))
+    film = read_film(write_dx(tmp_path / "pa.dcm", noisy))
+    views = calibrate(film, MODEL, 0.0, HALO)
+    inside = _slab(MODEL.detector_px, 4) > 0
+    assert abs(views[inside].mean() - SLAB_P) < 0.02
+    assert np.abs(views[:2]).max() < 0.02  # the air above the slab reads 0
+    # Taken out after calibrating against the film's brightest pixels, the
+    # halo leaves the slab short by about what the open field lacks.
+    after = remove_scatter(calibrate(film, MODEL, 0.0), HALO, MODEL.pixel_mm)
+    assert views[inside].mean() - after[inside].mean() > 0.04
+
+
+def test_the_halo_comes_out_of_the_whole_film_at_its_own_width(tmp_path):
+    # A film larger than the model's field, at another source distance: the
+    # halo over the model's field comes also from anatomy outside it, and it
+    # is 4 of the film's pixels wide, not of the model's.
+    film_geometry = dataclasses.replace(
+        MODEL, detector_px=(48, 48), sdd_mm=1800.0, sad_mm=1300.0
+    )
+    clean = _slab(film_geometry.detector_px, 2)[None]
+    with_halo = _with_halo(clean, HALO, film_geometry.pixel_mm)[0]
+    expected = calibrate(
+        read_film(write_dx(tmp_path / "clean.dcm", clean[0], geometry=film_geometry)),
+        MODEL,
+        0.0,
+    )
+    film = read_film(write_dx(tmp_path / "pa.dcm", with_halo, geometry=film_geometry))
+    corrected = calibrate(film, MODEL, 0.0, HALO)
+    np.testing.assert_allclose(corrected, expected, atol=0.03)
+    # Taken out after resampling, on the model's field alone, it is not.
+    after = remove_scatter(calibrate(film, MODEL, 0.0), HALO, MODEL.pixel_mm)
+    assert np.abs(after - expected).mean() > 0.08
+
+
+def test_the_estimate_finds_a_halo_between_the_grids_values(tmp_path):
+    # 0.8 / 90 mm: between the grid's 0.7 and 1.0 and its 72 and 108 mm,
+    # where taking out a grid value would leave a loss of several dB.
+    added = ScatterModel(0.8, 90.0)
+    clean = np.stack([render(a) for a in ANGLES])
+    films = [
+        read_film(write_dx(tmp_path / f"{angle:g}.dcm", p, angle))
+        for angle, p in zip(
+            ANGLES, _with_halo(clean, added, MODEL.pixel_mm), strict=True
+        )
+    ]
+    chosen, _ = estimate_scatter(_KnowsTheBody(), _tiny_bundle(), films, 0.02)
+    assert chosen.fraction == pytest.approx(added.fraction, rel=0.1)
+    assert chosen.sigma_mm == pytest.approx(added.sigma_mm, rel=0.1)

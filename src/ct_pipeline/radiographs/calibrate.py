@@ -6,6 +6,11 @@ Each step is a small pure function; ``calibrate`` chains them for one film:
    (intensity or log) and whether values rise with exposure;
 2. ``open_field_level``: ln I0 of the direct exposure (the brightest pixels);
 3. ``line_integrals``: p = ln I0 - ln I = -ln(I / I0);
+   then ``scatter.remove_scatter``: the halo taken out, on the film's own
+   pixels (its width is the film's, in its detector plane, and the halo
+   reaching the model's field comes also from anatomy outside it), before
+   any resampling mixes pixels (the halo adds intensities, not logs); I0 is
+   then set again from the primary's open field;
 4. ``orient``: flips (and a transpose) into the project's detector frame
    (rows superior -> inferior, columns along u = d x v of the view);
 5. ``resample``: from the film's pixel grid to the model's detector, both
@@ -23,12 +28,11 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 
 from ct_pipeline.drr import Geometry, view_frames
 from ct_pipeline.radiographs.film import Encoding, Film, RadiographError
+from ct_pipeline.radiographs.open_field import open_field_level
+from ct_pipeline.radiographs.scatter import NO_SCATTER, ScatterModel, remove_scatter
 
 logger = logging.getLogger(__name__)
 
-# Share of a film's pixels taken as its open field (direct exposure): a chest
-# film leaves air beside the body or above the shoulders on far more than 1 %.
-OPEN_FIELD_FRACTION = 0.01
 # An orientation letter must lie within 60 degrees of the detector axis it
 # names (cos 60 = 0.5): oblique letters ("LP") are fine, a film labelled with
 # the beam's own direction is not.
@@ -65,12 +69,6 @@ def log_intensity(
     if positive.size == 0:
         raise ValueError("no pixel records any X-rays (every intensity <= 0)")
     return np.log(np.maximum(intensity, positive.min()))
-
-
-def open_field_level(log_i: np.ndarray, fraction: float = OPEN_FIELD_FRACTION) -> float:
-    """ln I0: the mean of the brightest ``fraction`` of pixels (direct exposure)."""
-    flat = np.sort(log_i, axis=None)
-    return float(flat[-max(1, round(fraction * flat.size)) :].mean())
 
 
 def line_integrals(log_i: np.ndarray, level: float) -> np.ndarray:
@@ -194,10 +192,16 @@ def resample(
     return out.astype(np.float32), covered
 
 
-def calibrate(film: Film, geometry: Geometry, angle_deg: float) -> np.ndarray:
+def calibrate(
+    film: Film,
+    geometry: Geometry,
+    angle_deg: float,
+    scatter: ScatterModel = NO_SCATTER,
+) -> np.ndarray:
     """The film's line integrals on ``geometry``'s detector, oriented for the
     model's view at ``angle_deg`` (the film's own angle or the opposite one:
-    the same rays, seen from the other side)."""
+    the same rays, seen from the other side), with ``scatter``'s halo (its
+    sigma in the film's detector plane) taken out."""
     try:
         log_i = log_intensity(
             film.values, film.encoding, film.rises_with_exposure, film.value_range
@@ -228,8 +232,14 @@ def calibrate(film: Film, geometry: Geometry, angle_deg: float) -> np.ndarray:
                     "field's value (sidecar open_field_value) or use an unclipped film",
                     film.source,
                 )
-        oriented, pixel_mm = orient(
+        primary = remove_scatter(
             line_integrals(log_i, level),
+            scatter,
+            film.pixel_mm,
+            open_field_from_primary=film.open_field_value is None,
+        )
+        oriented, pixel_mm = orient(
+            primary,
             film.isocentre_pixel_mm,
             film.orientation,
             angle_deg,

@@ -15,6 +15,7 @@ from ct_pipeline.radiographs.film import (
     RadiographError,
     angle_gap,
 )
+from ct_pipeline.radiographs.scatter import NO_SCATTER, ScatterModel
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,12 @@ def films_to_views(
     geometry: Geometry,
     angles_deg: Sequence[float],
     mu_water_per_mm: float,
+    scatter: ScatterModel = NO_SCATTER,
 ) -> DRRSet:
-    """One film per trained view, calibrated onto ``geometry``'s detector, in
-    the model's view order. The isocentre is the world origin: films carry
-    no patient position, so the reconstruction is centred there."""
+    """One film per trained view, calibrated onto ``geometry``'s detector
+    with ``scatter``'s halo taken out, in the model's view order. The
+    isocentre is the world origin: films carry no patient position, so the
+    reconstruction is centred there."""
     by_view: dict[float, Film] = {}
     for film in films:
         angle = match_view(film, angles_deg)
@@ -92,7 +95,7 @@ def films_to_views(
                 geometry.sdd_mm,
             )
     projections = np.stack(
-        [calibrate(by_view[float(a)], geometry, float(a)) for a in angles_deg]
+        [calibrate(by_view[float(a)], geometry, float(a), scatter) for a in angles_deg]
     )
     return DRRSet(
         projections=projections,

@@ -25,7 +25,7 @@ from ct_pipeline.inference import (
     reprojection_scores,
     views_from_films,
 )
-from ct_pipeline.radiographs import NO_SCATTER, ScatterModel, without_scatter
+from ct_pipeline.radiographs import NO_SCATTER, ScatterModel
 
 logger = logging.getLogger(__name__)
 
@@ -157,16 +157,21 @@ def calibrate_radiographs(
     a bad file stops the run at once, naming itself.
     """
     given = ScatterModel(**radiograph_params["scatter"])
+    estimated = radiograph_params["estimate_scatter"]
+    # Calibrated without a halo first when one is to be estimated: cheap, and
+    # every file is checked before the estimate's forward passes start.
     calibrated = {
-        patient: views_from_films(best_model, films, mu_water_per_mm)
+        patient: views_from_films(
+            best_model, films, mu_water_per_mm, NO_SCATTER if estimated else given
+        )
         for patient, films in iter_partitions(radiographs, desc="calibrate")
     }
-    if not radiograph_params["estimate_scatter"]:
-        return {p: without_scatter(v, given) for p, v in calibrated.items()}
+    if not estimated:
+        return calibrated
     network = best_model.network()
     out = {}
-    for patient, views in iter_partitions(calibrated, desc="estimate scatter"):
-        chosen, scores = estimate_scatter(network, best_model, views)
+    for patient, films in iter_partitions(radiographs, desc="estimate scatter"):
+        chosen, scores = estimate_scatter(network, best_model, films, mu_water_per_mm)
         logger.info(
             "%s: scatter halo taken out: fraction %g, sigma %g mm "
             "(reprojection NCC %.4f; %.4f with none taken out)",
@@ -176,7 +181,7 @@ def calibrate_radiographs(
             scores[chosen],
             scores[NO_SCATTER],
         )
-        out[patient] = without_scatter(views, chosen)
+        out[patient] = views_from_films(best_model, films, mu_water_per_mm, chosen)
     return out
 
 
