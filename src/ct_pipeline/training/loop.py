@@ -36,7 +36,7 @@ from ct_pipeline.training.report import (
     epoch_line,
     peak_memory_mb,
 )
-from ct_pipeline.training.resolution import bin_at, schedule_stages
+from ct_pipeline.training.resolution import RESOLUTION, bin_at, schedule_stages
 from ct_pipeline.training.setup import Parts, build_parts, data_signature, wrap
 from ct_pipeline.training.stages import check_schedule
 from ct_pipeline.training.state import (
@@ -214,7 +214,7 @@ def train_epoch(
             for n, v in zip(names, reduced.tolist(), strict=True)
         },
         "lr": last_lr,
-        "resolution": float(parts.train_set.sample_grid.size),  # voxels per side
+        RESOLUTION: float(parts.train_set.sample_grid.size),
         "train/samples_per_s": samples / elapsed,
         # The largest rank's: memory per rank is what must fit.
         "peak_memory_mb": all_reduce(
