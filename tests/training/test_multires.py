@@ -149,17 +149,24 @@ def test_a_run_goes_through_the_stages_and_keeps_a_final_stage_epoch(straight):
     assert sink.params["train.resolution_schedule"] == TWO_STAGES
 
 
-def test_a_coarse_epoch_is_never_kept_even_when_it_scores_higher(data, tmp_path):
+def test_a_coarse_epoch_is_never_kept_even_when_it_scores_higher(
+    data, tmp_path, monkeypatch
+):
     """Epoch 1 at 16^3 is validated against the 16^3 target; epoch 2 alone
-    competes for the kept weights."""
+    competes for the kept weights, though it scores lower here."""
     volumes, drr_sets = data
+
+    def scores(module, val_set, *rest):  # (PSNR, SSIM), the coarse stage's higher
+        return (40.0, 0.9) if val_set.binning == 2 else (20.0, 0.5)
+
+    monkeypatch.setattr("ct_pipeline.training.loop.validate", scores)
     schedule = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
     config = make_config(tmp_path, resolution_schedule=schedule, **WINDOW_2)
     result = train_model(volumes, drr_sets, SPLIT, config)
     assert [h["resolution"] for h in result.history] == [16.0, 32.0]
-    assert "val/psnr_3d" in result.history[0]
-    assert result.best_epoch == 2
-    assert result.best_val_psnr == result.history[1]["val/psnr_3d"]
+    assert [h["val/psnr_3d"] for h in result.history] == [40.0, 20.0]
+    assert result.best_epoch == 2 and result.best_val_psnr == 20.0
+    assert load_checkpoint(result.checkpoint_paths["best"])["epoch"] == 2
 
 
 @pytest.mark.parametrize("crash_after", [2, 3], ids=["at-the-switch", "after-it"])
