@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
@@ -19,7 +20,9 @@ from ct_pipeline.training.stages import check_schedule
 from ct_pipeline.training.state import next_stage
 from training_fixtures import CrashAfter, make_config, make_patients
 
-SIZE = 32  # the data set's cube; 16^3 at bin 2, the smallest 3-D SSIM takes
+# The data set's cube; at bin 2, 16^3: the tiny model's floor (a multiple of
+# 8) above the 11 voxels per side validation's 3-D SSIM needs.
+SIZE = 32
 SPLIT = {
     "train": [f"patient_{i:02d}" for i in range(4)],
     "val": ["patient_04", "patient_05"],
@@ -264,19 +267,69 @@ def test_each_stage_must_suit_the_data_and_the_model(
     assert error.match(message)
 
 
-def test_bp_unet_and_the_critic_are_checked_too(tmp_path):
-    stages = [{"bin": 4, "epochs": 1}, {"bin": 1, "epochs": 1}]
-    grid, geometry = CubeGrid(64, 6.0), Geometry(detector_px=(64, 64))
+def test_bp_unet_is_checked_at_its_own_multiple(tmp_path):
+    stages = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
+    config = make_config(tmp_path, model="bp_unet", resolution_schedule=stages)
+    # 16^3, where the hybrid's default Swin window refuses (above), suits it.
     check_schedule(
-        make_config(tmp_path, model="bp_unet", resolution_schedule=stages),
+        config,
         build_model_from_config,
-        grid,
-        geometry,
+        CubeGrid(32, 12.0),
+        Geometry(detector_px=(32, 32)),
     )
-    adversarial = make_config(
+    with pytest.raises(ValueError, match=r"stage bin 2 \(18\^3 cube.*multiple of 4"):
+        check_schedule(
+            config,
+            build_model_from_config,
+            CubeGrid(36, 12.0),
+            Geometry(detector_px=(36, 36)),
+        )
+
+
+class WideKernel(nn.Module):
+    """A model whose layer cannot take views under 20 pixels a side."""
+
+    def __init__(self, config, geometry, grid):
+        super().__init__()
+        self.conv = nn.Conv2d(config.num_views, 1, kernel_size=20)
+
+    def forward(self, views, angles):
+        return self.conv(views)
+
+
+def test_a_layer_that_cannot_take_a_stage_is_reported_as_the_schedules(tmp_path):
+    stages = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
+    config = make_config(tmp_path, resolution_schedule=stages)
+    with pytest.raises(
+        ValueError,
+        match=r"train.resolution_schedule stage bin 2 \(16\^3 cube, 16 x 16 "
+        r"detector\): .*Kernel size can't be greater",
+    ) as error:
+        check_schedule(
+            config, WideKernel, CubeGrid(32, 12.0), Geometry(detector_px=(32, 32))
+        )
+    assert isinstance(error.value.__cause__, RuntimeError)
+
+
+def test_the_critics_weights_are_checked_too(tmp_path, monkeypatch):
+    # The critic's own (convolutions, norms) do not depend on the grid; one
+    # whose did must be refused like the model's.
+    monkeypatch.setattr(
+        "ct_pipeline.training.stages.build_critic",
+        lambda geometry, grid: nn.Linear(grid.size, 1),
+    )
+    config = make_config(
         tmp_path,
-        resolution_schedule=stages,
+        resolution_schedule=[{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}],
         loss_weights={"adversarial": 0.1},
         **WINDOW_2,
     )
-    check_schedule(adversarial, build_model_from_config, grid, geometry)
+    with pytest.raises(
+        ValueError, match=r"stage bin 2 .*the coarse critic.*weight \(1, 16\)"
+    ):
+        check_schedule(
+            config,
+            build_model_from_config,
+            CubeGrid(32, 12.0),
+            Geometry(detector_px=(32, 32)),
+        )
