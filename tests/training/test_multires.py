@@ -4,6 +4,7 @@ it, DDP, what is logged and kept, and the schedules refused before training."""
 from __future__ import annotations
 
 import math
+import weakref
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from ct_pipeline.training.job import Place, TrainJob, build_model_from_config
 from ct_pipeline.training.loop import train_epoch
 from ct_pipeline.training.setup import build_parts, data_signature
 from ct_pipeline.training.stages import check_schedule
-from ct_pipeline.training.state import next_stage
+from ct_pipeline.training.state import next_stage, training_state
 from training_fixtures import CrashAfter, make_config, make_patients
 
 # The data set's cube; at bin 2, 16^3: the tiny model's floor (a multiple of
@@ -81,7 +82,7 @@ def test_the_switch_carries_every_weight_and_the_optimiser_to_the_fine_grid(
     )
     coarse = build_parts(job, CPU, 2)
     train_epoch(coarse, coarse.module, None, job.config, CPU, 1)
-    fine = next_stage(coarse, job, CPU, 1)
+    fine = next_stage(training_state(coarse), coarse.binning, job, CPU, 1)
 
     assert fine.train_set.sample_grid == CubeGrid(SIZE, 12.0)
     assert coarse.train_set.sample_grid == CubeGrid(SIZE // 2, 24.0)
@@ -118,6 +119,32 @@ def test_the_switch_carries_every_weight_and_the_optimiser_to_the_fine_grid(
     record = train_epoch(fine, fine.module, None, job.config, CPU, 2)
     assert math.isfinite(record["train/loss"]) and record["resolution"] == SIZE
     assert fine.scheduler.last_epoch == 2
+
+
+def test_the_coarse_stage_is_let_go_before_the_fine_one_is_built(
+    data, tmp_path, monkeypatch
+):
+    volumes, drr_sets = data
+    built = []
+
+    def build(job, place, binning):
+        parts = build_parts(job, place, binning)
+        built.append(weakref.ref(parts.module))
+        return parts
+
+    def switch(*args):
+        # No collection asked: references alone must keep nothing alive.
+        assert built[0]() is None, "the coarse model outlives the switch"
+        return next_stage(*args)
+
+    monkeypatch.setattr("ct_pipeline.training.loop.build_parts", build)
+    monkeypatch.setattr("ct_pipeline.training.loop.next_stage", switch)
+    schedule = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
+    config = make_config(
+        tmp_path, resolution_schedule=schedule, validate_every=2, **WINDOW_2
+    )
+    result = train_model(volumes, drr_sets, SPLIT, config)
+    assert [h["resolution"] for h in result.history] == [16.0, 32.0]
 
 
 @pytest.fixture(scope="module")

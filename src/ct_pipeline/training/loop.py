@@ -13,6 +13,7 @@ files and talks to the sink.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -45,6 +46,7 @@ from ct_pipeline.training.state import (
     read_resumable,
     resume,
     save_epoch,
+    training_state,
 )
 from ct_pipeline.training.validation import validate
 
@@ -87,7 +89,14 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     for epoch in range(state.start_epoch, config.epochs + 1):
         binning = bin_at(stages, epoch)
         if binning != parts.binning:
-            parts = next_stage(parts, job, place, binning)
+            # The old stage's model, DDP wrapper (with its gradient buckets),
+            # optimiser and critic are let go, what they carry over taken to
+            # the CPU, before the next stage's are built: never both at once.
+            carried, from_bin = training_state(parts), parts.binning
+            del model, ddp, parts
+            free_cached_memory(place.device)
+            parts = next_stage(carried, from_bin, job, place, binning)
+            del carried  # host copies, loaded
             model, ddp = wrap(parts.module, config.compile, place)
             if place.is_main:
                 logger.info(
@@ -221,6 +230,16 @@ def train_epoch(
             torch.tensor(peak_memory_mb(device), device=device), dist.ReduceOp.MAX
         ).item(),
     }
+
+
+def free_cached_memory(device: torch.device) -> None:
+    """On CUDA, hands the blocks PyTorch's allocator caches for freed tensors
+    back to the driver (tensors left in reference cycles collected first),
+    so that the next stage, whose tensors differ in size, starts from a clean
+    device rather than around the old stage's blocks. Nothing elsewhere."""
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def finish(
