@@ -56,7 +56,10 @@ logger = logging.getLogger(__name__)
 def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     """Train on this rank; returns the result on rank 0, None elsewhere."""
     config = job.config
-    # The data set's own grid and detector, whatever the stage.
+    # The data set's own grid and detector, whatever the stage: the schedule
+    # is checked against them and the run folder named by them before the
+    # checkpoint there says at which stage to build the parts (whose data
+    # set a refused bin would fail to build). One patient read, on each rank.
     data = ReconstructionDataset(
         job.volumes, job.drr_sets, job.split["train"], config.angles
     )
