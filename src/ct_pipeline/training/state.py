@@ -104,8 +104,8 @@ def training_state(parts: Parts) -> dict[str, Any]:
 
 def _on_cpu(value: Any) -> Any:
     """``value``, a state dict, with each tensor in it on the CPU. Not copied
-    where already there: an optimiser's moments are saved or carried over
-    as they are, never trained on after."""
+    where already there: the result is saved, or loaded into the next
+    stage's optimiser, at once."""
     if isinstance(value, torch.Tensor):
         return value.cpu()
     if isinstance(value, Mapping):
