@@ -153,3 +153,15 @@ def test_training_curves_mark_each_switch_of_resolution() -> None:
     assert not any(
         line.get_linestyle() == ":" for ax in plain.axes for line in ax.lines
     )
+
+
+def test_epochs_recorded_before_the_resolution_key_mark_no_switch() -> None:
+    """A run recorded without ``resolution``, resumed by a version that
+    records it: one grid throughout, so no switch at the resume."""
+    history = [
+        {"epoch": e, "train/loss": 1.0 / e, "lr": 1e-3}
+        | ({"resolution": 32.0} if e > 2 else {})
+        for e in range(1, 5)
+    ]
+    fig = training_curves_figure(history)
+    assert not any(line.get_linestyle() == ":" for ax in fig.axes for line in ax.lines)

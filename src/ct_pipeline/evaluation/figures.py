@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from ct_pipeline.drr.preview import mark_sides, preview_image, view_label
 from ct_pipeline.losses import DEFAULT_WEIGHTS
 from ct_pipeline.radiographs import Film
+from ct_pipeline.training.resolution import RESOLUTION
 
 # Greyscale window for CT slices: air to dense bone, lung and soft tissue apart.
 CT_DISPLAY_WINDOW_HU = (-1000.0, 1000.0)
@@ -236,12 +237,16 @@ def training_curves_figure(
         raise ValueError("training_curves_figure needs at least one epoch, got none")
     epochs = [float(row.get("epoch", n + 1)) for n, row in enumerate(history)]
     keys = {key for row in history for key in row}
+    # Between epochs that both record it: those of a run recorded before the
+    # key existed, then resumed, lack it, and trained on one grid throughout.
     switches = [
         epoch - 0.5
         for epoch, row, previous in zip(
             epochs[1:], history[1:], history[:-1], strict=True
         )
-        if row.get("resolution") != previous.get("resolution")
+        if RESOLUTION in row
+        and RESOLUTION in previous
+        and row[RESOLUTION] != previous[RESOLUTION]
     ]
     panels = {
         "loss (train)": ["train/loss"] + [f"train/{term}" for term in DEFAULT_WEIGHTS],

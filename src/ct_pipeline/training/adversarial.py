@@ -39,6 +39,13 @@ def adversarial_weight(config: TrainConfig) -> float:
     return weight
 
 
+def build_critic(geometry: Geometry, grid: CubeGrid) -> nn.Module:
+    """The critic for views of ``geometry`` and volumes on ``grid``, on the
+    default device: the one trained, and the one the resolution schedule's
+    stages are checked with."""
+    return PatchDiscriminator3d(geometry, grid)
+
+
 class Adversary:
     """The critic, its optimiser and the two halves of the LSGAN game."""
 
@@ -51,7 +58,7 @@ class Adversary:
         place: Place,
     ) -> None:
         self.weight = weight
-        self.module = PatchDiscriminator3d(geometry, grid).to(place.device)
+        self.module = build_critic(geometry, grid).to(place.device)
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=lr, betas=BETAS)
         self.critic: nn.Module = self.module
         if place.distributed:

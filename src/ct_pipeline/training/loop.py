@@ -13,6 +13,7 @@ files and talks to the sink.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -36,7 +37,7 @@ from ct_pipeline.training.report import (
     epoch_line,
     peak_memory_mb,
 )
-from ct_pipeline.training.resolution import bin_at, schedule_stages
+from ct_pipeline.training.resolution import RESOLUTION, bin_at, schedule_stages
 from ct_pipeline.training.setup import Parts, build_parts, data_signature, wrap
 from ct_pipeline.training.stages import check_schedule
 from ct_pipeline.training.state import (
@@ -45,6 +46,7 @@ from ct_pipeline.training.state import (
     read_resumable,
     resume,
     save_epoch,
+    training_state,
 )
 from ct_pipeline.training.validation import validate
 
@@ -54,7 +56,10 @@ logger = logging.getLogger(__name__)
 def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     """Train on this rank; returns the result on rank 0, None elsewhere."""
     config = job.config
-    # The data set's own grid and detector, whatever the stage.
+    # The data set's own grid and detector, whatever the stage: the schedule
+    # is checked against them and the run folder named by them before the
+    # checkpoint there says at which stage to build the parts (whose data
+    # set a refused bin would fail to build). One patient read, on each rank.
     data = ReconstructionDataset(
         job.volumes, job.drr_sets, job.split["train"], config.angles
     )
@@ -87,7 +92,14 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     for epoch in range(state.start_epoch, config.epochs + 1):
         binning = bin_at(stages, epoch)
         if binning != parts.binning:
-            parts = next_stage(parts, job, place, binning)
+            # The old stage's model, DDP wrapper (with its gradient buckets),
+            # optimiser and critic are let go, what they carry over taken to
+            # the CPU, before the next stage's are built: never both at once.
+            carried, from_bin = training_state(parts), parts.binning
+            del model, ddp, parts
+            free_cached_memory(place.device)
+            parts = next_stage(carried, from_bin, job, place, binning)
+            del carried  # host copies, loaded
             model, ddp = wrap(parts.module, config.compile, place)
             if place.is_main:
                 logger.info(
@@ -214,13 +226,23 @@ def train_epoch(
             for n, v in zip(names, reduced.tolist(), strict=True)
         },
         "lr": last_lr,
-        "resolution": float(parts.train_set.sample_grid.size),  # voxels per side
+        RESOLUTION: float(parts.train_set.sample_grid.size),
         "train/samples_per_s": samples / elapsed,
         # The largest rank's: memory per rank is what must fit.
         "peak_memory_mb": all_reduce(
             torch.tensor(peak_memory_mb(device), device=device), dist.ReduceOp.MAX
         ).item(),
     }
+
+
+def free_cached_memory(device: torch.device) -> None:
+    """On CUDA, hands the blocks PyTorch's allocator caches for freed tensors
+    back to the driver (tensors left in reference cycles collected first),
+    so that the next stage, whose tensors differ in size, starts from a clean
+    device rather than around the old stage's blocks. Nothing elsewhere."""
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def finish(

@@ -20,6 +20,9 @@ import torch
 import torch.nn.functional as F
 
 KEY = "train.resolution_schedule"
+# Each epoch's record (and MLflow metric): voxels per side of the grid it
+# trained on, which tells a coarse stage's epochs from the data set's own.
+RESOLUTION = "resolution"
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,12 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
         )
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum_steps)
 
-    torch.manual_seed(config.seed)  # identical initial weights on every rank and run
+    # Identical initial weights on every rank and run. Seeded again at every
+    # stage, entered by a switch or by a resume, with no effect on a resumed
+    # run's equality: the global generator draws only initial weights (which
+    # the ones carried over or resumed replace) and the loader's worker
+    # seeds, which nothing uses; shuffling and augmentation have their own.
+    torch.manual_seed(config.seed)
     geometry, grid = train_set.sample_geometry, train_set.sample_grid
     module = job.model_factory(config, geometry, grid).to(device)
     if config.activation_checkpointing:

@@ -18,8 +18,7 @@ from torch import nn
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.metrics import SSIM_WINDOW
-from ct_pipeline.models.discriminator import PatchDiscriminator3d
-from ct_pipeline.training.adversarial import adversarial_weight
+from ct_pipeline.training.adversarial import adversarial_weight, build_critic
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import ModelFactory
 from ct_pipeline.training.resolution import KEY, schedule_stages
@@ -56,9 +55,10 @@ def check_schedule(
     geometry: Geometry,
 ) -> None:
     """Raises, naming ``train.resolution_schedule``, unless every stage's bin
-    divides the data set's cube (``grid``) and detector, the model (and the
-    critic) builds and runs at that grid and detector, with the weights of the
-    final stage's, and the cube keeps the side validation's 3-D SSIM needs.
+    divides the data set's cube (``grid``) and detector, the model builds and
+    runs at that grid and detector (the critic builds there), each with the
+    weights of the final stage's, and the cube keeps the side validation's
+    3-D SSIM needs.
 
     Built and run on PyTorch's meta device: shapes only, no memory, no data.
     """
@@ -88,8 +88,13 @@ def check_schedule(
                 config, model_factory, coarse_grid, coarse_geometry
             )
             coarse(torch.zeros(1, len(angles), rows, cols, device="meta"), angles)
-        except ValueError as error:
-            raise ValueError(f"{stage}: {error}") from None
+        except NotImplementedError:
+            raise  # an operation the meta device lacks: not the schedule's fault
+        except (ValueError, RuntimeError) as error:
+            # The model's own checks raise ValueError; a layer that cannot
+            # take the coarse shapes, RuntimeError. The cause stays chained
+            # for whoever must tell a bug from a schedule the model refuses.
+            raise ValueError(f"{stage}: {error}") from error
         for name, fine_module, coarse_module in (
             ("model", network, coarse),
             ("critic", critic, coarse_critic),
@@ -123,8 +128,6 @@ def _stage_models(
     with torch.device("meta"):
         network = model_factory(config, geometry, grid)
         critic = (
-            PatchDiscriminator3d(geometry, grid)
-            if adversarial_weight(config) > 0
-            else None
+            build_critic(geometry, grid) if adversarial_weight(config) > 0 else None
         )
     return network, critic

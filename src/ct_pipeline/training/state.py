@@ -82,21 +82,37 @@ def resume(parts: Parts, checkpoint: dict[str, Any] | None, run_dir: Path) -> Ru
 
 
 def training_state(parts: Parts) -> dict[str, Any]:
-    """Weights (CPU copies), optimiser, LR schedule, scaler and critic: what
-    the next epoch needs of ``parts``."""
+    """Weights (copies), optimiser, LR schedule, scaler and critic: what the
+    next epoch needs of ``parts``, on the CPU, so that a stage switch can let
+    go of the device's before it builds the next stage."""
     weights = {
         k: v.detach().cpu().clone() for k, v in parts.module.state_dict().items()
     }
     adversarial = (
-        {"adversarial": parts.adversary.state_dict()} if parts.adversary else {}
+        {"adversarial": _on_cpu(parts.adversary.state_dict())}
+        if parts.adversary
+        else {}
     )
     return {
         "model": weights,
-        "optimizer": parts.optimizer.state_dict(),
+        "optimizer": _on_cpu(parts.optimizer.state_dict()),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict() if parts.scaler.is_enabled() else None,
         **adversarial,
     }
+
+
+def _on_cpu(value: Any) -> Any:
+    """``value``, a state dict, with each tensor in it on the CPU. Not copied
+    where already there: the result is saved, or loaded into the next
+    stage's optimiser, at once."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, Mapping):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_on_cpu(item) for item in value)
+    return value
 
 
 def load_training_state(parts: Parts, saved: Mapping[str, Any], source: str) -> None:
@@ -117,13 +133,15 @@ def load_training_state(parts: Parts, saved: Mapping[str, Any], source: str) -> 
         parts.adversary.load_state_dict(critic)
 
 
-def next_stage(parts: Parts, job: TrainJob, place: Place, binning: int) -> Parts:
-    """``parts`` rebuilt at the stage of ``binning`` (data, model and critic
-    at its grid and detector), with every weight, the optimiser's state and
-    the LR schedule carried over: the switch is a resume at the new stage."""
-    carried = training_state(parts)
+def next_stage(
+    carried: Mapping[str, Any], from_bin: int, job: TrainJob, place: Place, binning: int
+) -> Parts:
+    """The parts of the stage of ``binning`` (data, model and critic at its
+    grid and detector), with every weight, the optimiser's state and the LR
+    schedule of ``carried``, the ``training_state`` of the stage of
+    ``from_bin``: the switch is a resume at the new stage."""
     stage = build_parts(job, place, binning)
-    load_training_state(stage, carried, f"the bin {parts.binning} stage's model")
+    load_training_state(stage, carried, f"the bin {from_bin} stage's model")
     return stage
 
 
