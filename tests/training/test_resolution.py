@@ -157,3 +157,23 @@ def test_a_coarse_stage_sample_is_the_data_sets_sample_binned(mirror):
         hu = volumes[ids[1]].hu.astype(np.float64)
         unit = to_unit(hu, fine.hu_window).reshape(16, 2, 16, 2, 16, 2)
         np.testing.assert_allclose(target[0], unit.mean(axis=(1, 3, 5)), atol=1e-6)
+
+
+def test_each_stage_has_its_own_warm_up_and_cosine():
+    import math
+
+    from ct_pipeline.training.setup import warmup_cosine
+
+    # Without a schedule: one warm-up of 2 steps, one cosine over the other 8.
+    one = warmup_cosine(2, [10])
+    assert [one(s) for s in (0, 1)] == [0.5, 1.0]
+    assert one(6) == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    # Two stages of 6 and 4 steps: the second warms up again from its first
+    # step instead of going on at the first's cosine tail.
+    two = warmup_cosine(2, [6, 4])
+    assert two(5) == pytest.approx(0.5 * (1 + math.cos(math.pi * 3 / 4)))
+    assert [two(6), two(7)] == [0.5, 1.0]
+    assert [two(8), two(9)] == pytest.approx([1.0, 0.5])
+    # A stage shorter than the warm-up warms up over half of it.
+    short = warmup_cosine(4, [8, 2])
+    assert [short(8), short(9)] == [1.0, 1.0]

@@ -5,7 +5,7 @@ the resolution schedule, then wrapped for DDP and compilation."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -20,6 +20,7 @@ from ct_pipeline.training.adversarial import Adversary, build_adversary
 from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.data import ReconstructionDataset
 from ct_pipeline.training.job import Place, TrainJob
+from ct_pipeline.training.resolution import schedule_stages
 
 Sample = tuple[torch.Tensor, torch.Tensor]
 
@@ -119,8 +120,12 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
         module.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
     )
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    stages = schedule_stages(config.resolution_schedule, config.epochs)
     scheduler = LambdaLR(
-        optimizer, warmup_cosine(warmup_steps, config.epochs * steps_per_epoch)
+        optimizer,
+        warmup_cosine(
+            warmup_steps, [stage.epochs * steps_per_epoch for stage in stages]
+        ),
     )
     return Parts(
         binning=binning,
@@ -161,13 +166,31 @@ def wrap(
     return model, ddp
 
 
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor per optimiser step: linear warm-up to 1, then half a cosine to 0."""
+def warmup_cosine(
+    warmup_steps: int, stage_steps: Sequence[int]
+) -> Callable[[int], float]:
+    """LR factor per optimiser step: in each stage of ``stage_steps`` steps
+    (one without a resolution schedule), a linear warm-up to 1 over
+    ``warmup_steps`` (at most half of a stage of a schedule), then half a
+    cosine to 0.
+
+    Each stage of a resolution schedule gets its own cycle: a network carried
+    to a finer grid has much to learn again (its convolutions now span half
+    the millimetres), which the tail of one cosine over every epoch, near 0,
+    would not let it do."""
+    starts = [sum(stage_steps[:i]) for i in range(len(stage_steps))]
+    warmups = [
+        warmup_steps if len(stage_steps) == 1 else min(warmup_steps, steps // 2)
+        for steps in stage_steps
+    ]
 
     def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        index = sum(1 for start in starts[1:] if start <= step)
+        local, total = step - starts[index], stage_steps[index]
+        warmup = warmups[index]
+        if local < warmup:
+            return (local + 1) / warmup
+        progress = (local - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
