@@ -14,7 +14,6 @@ from ct_pipeline.radiographs.scatter import (
     NO_SCATTER,
     ScatterModel,
     remove_scatter,
-    without_scatter,
 )
 from ct_pipeline.radiographs.sidecar import read_image_film
 from ct_pipeline.radiographs.views import (
@@ -49,7 +48,6 @@ __all__ = [
     "read_image_film",
     "remove_scatter",
     "warn_about",
-    "without_scatter",
     "write_dicom_film",
     "write_image_film",
 ]
