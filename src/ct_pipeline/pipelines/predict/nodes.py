@@ -158,8 +158,9 @@ def calibrate_radiographs(
     with the scatter halo taken out: estimated per patient
     (``radiographs.estimate_scatter``) or as given (``radiographs.scatter``).
 
-    All are read and calibrated before anything is written or reconstructed:
-    a bad file stops the run at once, naming itself.
+    All are read and checked before anything is written or reconstructed
+    (and their warnings logged, once a film): a bad file stops the run at
+    once, naming itself.
     """
     given = ScatterModel(**radiograph_params["scatter"])
     estimated = radiograph_params["estimate_scatter"]
