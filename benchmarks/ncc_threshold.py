@@ -53,7 +53,6 @@ from ct_pipeline.drr.projector import render_drrs
 from ct_pipeline.inference import (
     ModelBundle,
     Refinement,
-    estimate_scatter,
     reconstruct,
     reprojection_scores,
     views_from_films,
@@ -61,10 +60,11 @@ from ct_pipeline.inference import (
 from ct_pipeline.pipelines.predict.nodes import LOW_NCC, LOW_NETWORK_NCC
 from ct_pipeline.radiographs import (
     NO_SCATTER,
+    level_films,
     read_films,
-    without_scatter,
     write_dicom_film,
 )
+from ct_pipeline.scatter_estimate import estimate_scatter
 from radiograph_check import effects, film_geometries, psnr  # sibling script
 
 PA, LATERAL = 0.0, 90.0
@@ -228,14 +228,19 @@ def main() -> None:
                             zip(case.views, case.angles, strict=True)
                         )
                     ]
-                    films = views_from_films(bundle, read_films(paths), mu)
+                    films = read_films(paths)
                     halo = (
-                        estimate_scatter(network, bundle, films)[0]
+                        estimate_scatter(
+                            network,
+                            bundle,
+                            level_films(films, bundle.geometry, bundle.angles_deg),
+                            mu,
+                        )[0]
                         if case.estimate
                         else NO_SCATTER
                     )
-                    films = without_scatter(films, halo)
-                    score(row, f"{case.group}/{label}", network, used, films, truth)
+                    views = views_from_films(bundle, films, mu, halo)
+                    score(row, f"{case.group}/{label}", network, used, views, truth)
             rows.append(row)
             print(json.dumps(row), flush=True)
     with (out / "ncc_threshold.jsonl").open("w") as f:

@@ -57,15 +57,15 @@ from ct_pipeline.evaluation.figures import radiograph_figure
 from ct_pipeline.inference import (
     ModelBundle,
     Refinement,
-    estimate_scatter,
     reconstruct,
     reproject,
     reprojection_scores,
     views_from_films,
 )
 from ct_pipeline.metrics import evaluate_volume, to_unit
-from ct_pipeline.radiographs import ScatterModel, read_films
+from ct_pipeline.radiographs import ScatterModel, level_films, read_films
 from ct_pipeline.radiographs.writing import dicom_film, write_image_film
+from ct_pipeline.scatter_estimate import estimate_scatter
 from ct_pipeline.training.detector import SCATTER_SIGMA_PX, detector_response
 
 PA, LATERAL = 0.0, 90.0
@@ -382,7 +382,10 @@ def main() -> None:
                         )
                         films = read_films(paths)
                         if scatter is None:
-                            scatter, _ = estimate_scatter(network, bundle, films, mu)
+                            levelled = level_films(
+                                films, bundle.geometry, bundle.angles_deg
+                            )
+                            scatter, _ = estimate_scatter(network, bundle, levelled, mu)
                             row[f"{label}/chosen"] = [
                                 scatter.fraction,
                                 scatter.sigma_mm,

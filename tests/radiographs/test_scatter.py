@@ -4,6 +4,7 @@ still a gain when the real halo is narrower, wider, weaker or stronger."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -13,16 +14,17 @@ from scipy.ndimage import gaussian_filter
 
 from ct_pipeline.datasets import RadiographFolderDataset
 from ct_pipeline.hooks.checks import ParameterError, check_parameters
-from ct_pipeline.inference import estimate_scatter
 from ct_pipeline.metrics import to_unit
 from ct_pipeline.pipelines.predict.nodes import calibrate_radiographs
 from ct_pipeline.radiographs import (
     NO_SCATTER,
     ScatterModel,
     calibrate,
+    level_films,
     read_film,
     remove_scatter,
 )
+from ct_pipeline.scatter_estimate import estimate_scatter
 from ct_pipeline.training.detector import SCATTER_SIGMA_PX, detector_response
 
 PIXEL_MM = 4.0
@@ -169,11 +171,17 @@ def test_the_estimate_picks_the_halo_the_films_hold(added, tmp_path):
             ANGLES, _with_halo(clean, added, MODEL.pixel_mm), strict=True
         )
     ]
-    chosen, scores = estimate_scatter(_KnowsTheBody(), _tiny_bundle(), films, 0.02)
+    chosen, scores = _estimate(films)
     assert chosen == added
     # None and 5 fractions x 3 widths; once a halo is chosen, the
     # refinement's neighbours too (none better than the halo the films hold).
     assert len(scores) == 1 + 5 * 3 + (4 * 3 if added.fraction else 0)
+
+
+def _estimate(films: list) -> tuple[ScatterModel, dict[ScatterModel, float]]:
+    bundle = _tiny_bundle()
+    levelled = level_films(films, bundle.geometry, bundle.angles_deg)
+    return estimate_scatter(_KnowsTheBody(), bundle, levelled, 0.02)
 
 
 def _with_halo(p: np.ndarray, halo: ScatterModel, pixel_mm: float) -> np.ndarray:
@@ -252,6 +260,53 @@ def test_the_estimate_finds_a_halo_between_the_grids_values(tmp_path):
             ANGLES, _with_halo(clean, added, MODEL.pixel_mm), strict=True
         )
     ]
-    chosen, _ = estimate_scatter(_KnowsTheBody(), _tiny_bundle(), films, 0.02)
+    chosen, _ = _estimate(films)
     assert chosen.fraction == pytest.approx(added.fraction, rel=0.1)
     assert chosen.sigma_mm == pytest.approx(added.sigma_mm, rel=0.1)
+
+
+def test_an_estimate_warns_about_each_film_once(tmp_path, caplog):
+    # A PA film too small for the model's detector, from another source
+    # distance, and a lateral whose open field clips: predict tries some
+    # thirty halos on each, and says what is wrong with each film once.
+    small_far = dataclasses.replace(
+        MODEL, detector_px=(24, 32), sdd_mm=1800.0, sad_mm=1300.0
+    )
+    write_dx(tmp_path / "p1_pa.dcm", render(0.0, small_far), geometry=small_far)
+    write_dx(tmp_path / "p1_ll.dcm", render(90.0), 90.0, slope=0.5)
+    films = RadiographFolderDataset(str(tmp_path)).load()
+    parameters = {
+        "estimate_scatter": True,
+        "scatter": {"fraction": 0.0, "sigma_mm": 72.0},
+    }
+    with caplog.at_level(logging.WARNING):
+        calibrate_radiographs(films, _tiny_bundle(), 0.02, parameters)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 3
+    for text, source in (
+        ("source distances", "p1_pa.dcm"),
+        ("does not cover", "p1_pa.dcm"),
+        ("clipped", "p1_ll.dcm"),
+    ):
+        (message,) = [m for m in warned if text in m]
+        assert source in message
+
+
+def test_the_halo_on_coarse_pixels_stays_near_the_full_resolution_one(monkeypatch):
+    # 0.6 / 0.8 mm pixels and a halo 90 mm wide: the halo is computed on
+    # blocks of 7 pixels, as on a real film of thousands of pixels a side
+    # (the small films above keep blocks of 1).
+    shape, pixel_mm, halo = (300, 225), (0.6, 0.8), ScatterModel(0.8, 90.0)
+    rows, cols = np.meshgrid(*(np.linspace(-1, 1, n) for n in shape), indexing="ij")
+    clean = 4.5 * np.sqrt(np.clip(1 - (rows / 0.8) ** 2 - (cols / 0.8) ** 2, 0, None))
+    primary = np.exp(-clean)
+    sigma_px = [halo.sigma_mm / s for s in pixel_mm]
+    blurred = gaussian_filter(primary, sigma_px, mode="nearest", truncate=8.0)
+    film = -np.log((primary + halo.fraction * blurred) / (1 + halo.fraction))
+    coarse = remove_scatter(film, halo, pixel_mm)
+    # Blocks of 1 pixel: the inverse at the film's own resolution.
+    monkeypatch.setattr("ct_pipeline.radiographs.scatter.HALO_PIXELS_PER_SIGMA", 1e9)
+    full = remove_scatter(film, halo, pixel_mm)
+    error = np.abs(coarse - full)
+    assert 0 < error.max() < 0.03  # HALO_PIXELS_PER_SIGMA's comment: 0.019
+    assert error.mean() < 0.005

@@ -15,12 +15,18 @@ Each step is a small pure function; ``calibrate`` chains them for one film:
    (rows superior -> inferior, columns along u = d x v of the view);
 5. ``resample``: from the film's pixel grid to the model's detector, both
    measured in the isocentre plane and centred on the isocentre's projection.
+
+Steps 1-2 and the checks, which no halo changes, are ``level_film``; the rest
+is ``calibrate_levelled``. A halo estimate tries some thirty halos per film:
+it levels each film once, and hears its warnings once.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -160,6 +166,30 @@ def _name(vector: np.ndarray) -> str:
     return "".join(c for c, d in _DIRECTIONS.items() if float(np.dot(d, vector)) > 0.3)
 
 
+def _sample_points(
+    shape: tuple[int, ...],
+    isocentre_pixel_mm: tuple[float, float],
+    geometry: Geometry,
+) -> tuple[list[np.ndarray], list[float], bool]:
+    """Where each model pixel's centre falls on an oriented film of ``shape``
+    (film pixel coordinates, per axis), the smoothing that averages the film
+    over a model pixel's width, and whether the film covers the detector."""
+    target_mm = geometry.pixel_mm / geometry.magnification
+    coords, smoothing, covered = [], [], True
+    for n_model, n_film, film_mm in zip(
+        geometry.detector_px, shape, isocentre_pixel_mm, strict=True
+    ):
+        ratio = target_mm / film_mm
+        centres = (np.arange(n_model) - (n_model - 1) / 2) * ratio + (n_film - 1) / 2
+        coords.append(centres)
+        smoothing.append(math.sqrt(max(ratio**2 - 1.0, 0.0) / 12.0))
+        reach = ratio / 2 - 1e-6
+        covered &= bool(
+            centres[0] - reach >= -0.5 and centres[-1] + reach <= n_film - 0.5
+        )
+    return coords, smoothing, covered
+
+
 def resample(
     p: np.ndarray, isocentre_pixel_mm: tuple[float, float], geometry: Geometry
 ) -> tuple[np.ndarray, bool]:
@@ -172,24 +202,99 @@ def resample(
     width (a Gaussian of the variance a box of that width adds). Outside the
     film its edge is extended.
     """
-    target_mm = geometry.pixel_mm / geometry.magnification
-    coords, covered = [], True
-    smoothing = []
-    for n_model, n_film, film_mm in zip(
-        geometry.detector_px, p.shape, isocentre_pixel_mm, strict=True
-    ):
-        ratio = target_mm / film_mm
-        centres = (np.arange(n_model) - (n_model - 1) / 2) * ratio + (n_film - 1) / 2
-        coords.append(centres)
-        smoothing.append(math.sqrt(max(ratio**2 - 1.0, 0.0) / 12.0))
-        reach = ratio / 2 - 1e-6
-        covered &= bool(
-            centres[0] - reach >= -0.5 and centres[-1] + reach <= n_film - 0.5
-        )
+    coords, smoothing, covered = _sample_points(p.shape, isocentre_pixel_mm, geometry)
     smoothed = gaussian_filter(p, sigma=smoothing, mode="nearest")
     rows, cols = np.meshgrid(*coords, indexing="ij")
     out = map_coordinates(smoothed, [rows, cols], order=1, mode="nearest")
     return out.astype(np.float32), covered
+
+
+@dataclass(frozen=True)
+class LevelledFilm:
+    """A film calibrated as far as its halo allows: everything ``calibrate``
+    does that no halo changes, done once however many halos are then tried.
+
+    Attributes:
+        film: The film.
+        angle_deg: The model's view it provides.
+        p: Its line integrals against its open field, on its own pixels (the
+            open field only provisional where ``film`` gives none).
+        warnings: What the user should hear about it, once: logged by
+            whoever levelled it for them (``warn_about``).
+    """
+
+    film: Film
+    angle_deg: float
+    p: np.ndarray
+    warnings: tuple[str, ...]
+
+
+def _film_level(film: Film, log_i: np.ndarray) -> tuple[float, list[str]]:
+    """ln I0 of ``film`` (its ``log_i``), and a warning if it was clipped."""
+
+    def log_of(values: tuple[float, ...]) -> np.ndarray:
+        return log_intensity(
+            np.asarray(values),
+            film.encoding,
+            film.rises_with_exposure,
+            film.value_range,
+        )
+
+    if film.open_field_value is not None:
+        return float(log_of((film.open_field_value,))[0]), []
+    level = open_field_level(log_i)
+    if level < float(log_of(film.value_range).max()) - 1e-9:
+        return level, []
+    return level, [
+        f"{film.source}: the open field is clipped at the detector's full scale, "
+        "so I0 and every line integral are underestimated; give the open field's "
+        "value (sidecar open_field_value) or use an unclipped film"
+    ]
+
+
+def level_film(film: Film, geometry: Geometry, angle_deg: float) -> LevelledFilm:
+    """``calibrate``'s first, halo-free part: ``film`` read to line integrals
+    against its open field, checked against ``geometry``'s detector for the
+    model's view at ``angle_deg``."""
+    try:
+        log_i = log_intensity(
+            film.values, film.encoding, film.rises_with_exposure, film.value_range
+        )
+        level, warnings = _film_level(film, log_i)
+        turned = _film_axes(film.orientation, angle_deg)[0]
+    except ValueError as error:
+        raise RadiographError(f"{film.source}: {error}") from error
+    shape, pixel_mm = log_i.shape, film.isocentre_pixel_mm
+    if turned:
+        shape, pixel_mm = shape[::-1], pixel_mm[::-1]
+    if not _sample_points(shape, pixel_mm, geometry)[2]:
+        rows, cols = geometry.detector_px
+        span = geometry.pixel_mm / geometry.magnification
+        warnings.append(
+            f"{film.source}: the film ({shape[0] * pixel_mm[0]:.0f} x "
+            f"{shape[1] * pixel_mm[1]:.0f} mm at the isocentre) does not cover the "
+            f"model's detector ({rows * span:.0f} x {cols * span:.0f} mm); its "
+            "edge is extended"
+        )
+    return LevelledFilm(film, angle_deg, line_integrals(log_i, level), tuple(warnings))
+
+
+def calibrate_levelled(
+    levelled: LevelledFilm, geometry: Geometry, scatter: ScatterModel = NO_SCATTER
+) -> np.ndarray:
+    """``calibrate``'s second part, the one a halo changes: ``scatter``'s halo
+    taken out of the levelled film, which is then oriented and resampled."""
+    film = levelled.film
+    primary = remove_scatter(
+        levelled.p,
+        scatter,
+        film.pixel_mm,
+        open_field_from_primary=film.open_field_value is None,
+    )
+    oriented, pixel_mm = orient(
+        primary, film.isocentre_pixel_mm, film.orientation, levelled.angle_deg
+    )
+    return resample(oriented, pixel_mm, geometry)[0]
 
 
 def calibrate(
@@ -201,62 +306,14 @@ def calibrate(
     """The film's line integrals on ``geometry``'s detector, oriented for the
     model's view at ``angle_deg`` (the film's own angle or the opposite one:
     the same rays, seen from the other side), with ``scatter``'s halo (its
-    sigma in the film's detector plane) taken out."""
-    try:
-        log_i = log_intensity(
-            film.values, film.encoding, film.rises_with_exposure, film.value_range
-        )
-        ceiling = float(
-            log_intensity(
-                np.asarray(film.value_range),
-                film.encoding,
-                film.rises_with_exposure,
-                film.value_range,
-            ).max()
-        )
-        if film.open_field_value is not None:
-            level = float(
-                log_intensity(
-                    np.asarray([film.open_field_value]),
-                    film.encoding,
-                    film.rises_with_exposure,
-                    film.value_range,
-                )[0]
-            )
-        else:
-            level = open_field_level(log_i)
-            if level >= ceiling - 1e-9:
-                logger.warning(
-                    "%s: the open field is clipped at the detector's full scale, so "
-                    "I0 and every line integral are underestimated; give the open "
-                    "field's value (sidecar open_field_value) or use an unclipped film",
-                    film.source,
-                )
-        primary = remove_scatter(
-            line_integrals(log_i, level),
-            scatter,
-            film.pixel_mm,
-            open_field_from_primary=film.open_field_value is None,
-        )
-        oriented, pixel_mm = orient(
-            primary,
-            film.isocentre_pixel_mm,
-            film.orientation,
-            angle_deg,
-        )
-        views, covered = resample(oriented, pixel_mm, geometry)
-    except ValueError as error:
-        raise RadiographError(f"{film.source}: {error}") from error
-    if not covered:
-        rows, cols = geometry.detector_px
-        span = geometry.pixel_mm / geometry.magnification
-        logger.warning(
-            "%s: the film (%.0f x %.0f mm at the isocentre) does not cover the "
-            "model's detector (%.0f x %.0f mm); its edge is extended",
-            film.source,
-            oriented.shape[0] * pixel_mm[0],
-            oriented.shape[1] * pixel_mm[1],
-            rows * span,
-            cols * span,
-        )
-    return views
+    sigma in the film's detector plane) taken out; its warnings logged."""
+    levelled = level_film(film, geometry, angle_deg)
+    warn_about([levelled])
+    return calibrate_levelled(levelled, geometry, scatter)
+
+
+def warn_about(levelled: Sequence[LevelledFilm]) -> None:
+    """Log the warnings of ``levelled`` films."""
+    for film in levelled:
+        for warning in film.warnings:
+            logger.warning("%s", warning)

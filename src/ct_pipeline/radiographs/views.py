@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from ct_pipeline.drr import DRRSet, Geometry
-from ct_pipeline.radiographs.calibrate import calibrate
+from ct_pipeline.radiographs.calibrate import (
+    LevelledFilm,
+    calibrate_levelled,
+    level_film,
+    warn_about,
+)
 from ct_pipeline.radiographs.film import (
     ANGLE_TOLERANCE_DEG,
     Film,
@@ -48,17 +54,13 @@ def match_view(film: Film, angles_deg: Sequence[float]) -> float:
     )
 
 
-def films_to_views(
-    films: Sequence[Film],
-    geometry: Geometry,
-    angles_deg: Sequence[float],
-    mu_water_per_mm: float,
-    scatter: ScatterModel = NO_SCATTER,
-) -> DRRSet:
-    """One film per trained view, calibrated onto ``geometry``'s detector
-    with ``scatter``'s halo taken out, in the model's view order. The
-    isocentre is the world origin: films carry no patient position, so the
-    reconstruction is centred there."""
+def level_films(
+    films: Sequence[Film], geometry: Geometry, angles_deg: Sequence[float]
+) -> list[LevelledFilm]:
+    """One film per trained view, in the model's view order, levelled for
+    ``geometry``'s detector (``level_film``: all of the calibration that no
+    halo changes, with its warnings); an error names any film that does not
+    fit."""
     by_view: dict[float, Film] = {}
     for film in films:
         angle = match_view(film, angles_deg)
@@ -75,7 +77,10 @@ def films_to_views(
             f"{', '.join(sources)}: the model needs views at "
             f"{[float(a) for a in angles_deg]} deg; nothing provides {missing}"
         )
-    for film in films:
+    levelled = []
+    for angle in angles_deg:
+        film = by_view[float(angle)]
+        one = level_film(film, geometry, float(angle))
         if (
             max(
                 abs(film.sad_mm / geometry.sad_mm - 1),
@@ -84,23 +89,50 @@ def films_to_views(
             > DISTANCE_TOLERANCE
             and geometry.beam == "cone"
         ):
-            logger.warning(
-                "%s: source distances %.0f / %.0f mm differ from the model's "
-                "%.0f / %.0f mm; the isocentre plane is matched, depth magnifies "
-                "differently",
-                film.source,
-                film.sad_mm,
-                film.sdd_mm,
-                geometry.sad_mm,
-                geometry.sdd_mm,
+            one = dataclasses.replace(
+                one,
+                warnings=(
+                    f"{film.source}: source distances {film.sad_mm:.0f} / "
+                    f"{film.sdd_mm:.0f} mm differ from the model's "
+                    f"{geometry.sad_mm:.0f} / {geometry.sdd_mm:.0f} mm; the "
+                    "isocentre plane is matched, depth magnifies differently",
+                    *one.warnings,
+                ),
             )
-    projections = np.stack(
-        [calibrate(by_view[float(a)], geometry, float(a), scatter) for a in angles_deg]
-    )
+        levelled.append(one)
+    return levelled
+
+
+def levelled_to_views(
+    levelled: Sequence[LevelledFilm],
+    geometry: Geometry,
+    mu_water_per_mm: float,
+    scatter: ScatterModel = NO_SCATTER,
+) -> DRRSet:
+    """``level_films``' films calibrated onto ``geometry``'s detector with
+    ``scatter``'s halo taken out. The isocentre is the world origin: films
+    carry no patient position, so the reconstruction is centred there."""
     return DRRSet(
-        projections=projections,
-        angles_deg=np.asarray(angles_deg, dtype=np.float64),
+        projections=np.stack(
+            [calibrate_levelled(one, geometry, scatter) for one in levelled]
+        ),
+        angles_deg=np.asarray([one.angle_deg for one in levelled], dtype=np.float64),
         geometry=geometry,
         isocentre_mm=np.zeros(3),
         mu_water_per_mm=mu_water_per_mm,
     )
+
+
+def films_to_views(
+    films: Sequence[Film],
+    geometry: Geometry,
+    angles_deg: Sequence[float],
+    mu_water_per_mm: float,
+    scatter: ScatterModel = NO_SCATTER,
+) -> DRRSet:
+    """One film per trained view, calibrated onto ``geometry``'s detector
+    with ``scatter``'s halo taken out, in the model's view order; the films'
+    warnings logged."""
+    levelled = level_films(films, geometry, angles_deg)
+    warn_about(levelled)
+    return levelled_to_views(levelled, geometry, mu_water_per_mm, scatter)

@@ -18,14 +18,19 @@ from ct_pipeline.evaluation.figures import radiograph_figure
 from ct_pipeline.inference import (
     ModelBundle,
     check_input,
-    estimate_scatter,
     network_volume,
     reconstruct,
     reproject,
     reprojection_scores,
-    views_from_films,
 )
-from ct_pipeline.radiographs import NO_SCATTER, ScatterModel
+from ct_pipeline.radiographs import (
+    NO_SCATTER,
+    ScatterModel,
+    level_films,
+    levelled_to_views,
+    warn_about,
+)
+from ct_pipeline.scatter_estimate import estimate_scatter
 
 logger = logging.getLogger(__name__)
 
@@ -153,25 +158,32 @@ def calibrate_radiographs(
     with the scatter halo taken out: estimated per patient
     (``radiographs.estimate_scatter``) or as given (``radiographs.scatter``).
 
-    All are read and calibrated before anything is written or reconstructed:
-    a bad file stops the run at once, naming itself.
+    All are read and checked before anything is written or reconstructed
+    (and their warnings logged, once a film): a bad file stops the run at
+    once, naming itself.
     """
     given = ScatterModel(**radiograph_params["scatter"])
     estimated = radiograph_params["estimate_scatter"]
-    # Calibrated without a halo first when one is to be estimated: cheap, and
-    # every file is checked before the estimate's forward passes start.
-    calibrated = {
-        patient: views_from_films(
-            best_model, films, mu_water_per_mm, NO_SCATTER if estimated else given
-        )
-        for patient, films in iter_partitions(radiographs, desc="calibrate")
-    }
+    geometry, angles = best_model.geometry, best_model.angles_deg
+    calibrated = {}
+    for patient, films in iter_partitions(radiographs, desc="calibrate"):
+        levelled = level_films(films, geometry, angles)
+        warn_about(levelled)
+        # With a halo to estimate, this pass only checks every file before
+        # the estimate's forward passes start: what it would keep is each
+        # film at full resolution, read again below one patient at a time.
+        if not estimated:
+            calibrated[patient] = levelled_to_views(
+                levelled, geometry, mu_water_per_mm, given
+            )
     if not estimated:
         return calibrated
     network = best_model.network()
-    out = {}
     for patient, films in iter_partitions(radiographs, desc="estimate scatter"):
-        chosen, scores = estimate_scatter(network, best_model, films, mu_water_per_mm)
+        levelled = level_films(films, geometry, angles)  # warned about above
+        chosen, scores = estimate_scatter(
+            network, best_model, levelled, mu_water_per_mm
+        )
         logger.info(
             "%s: scatter halo taken out: fraction %g, sigma %g mm "
             "(reprojection NCC %.4f; %.4f with none taken out)",
@@ -181,8 +193,10 @@ def calibrate_radiographs(
             scores[chosen],
             scores[NO_SCATTER],
         )
-        out[patient] = views_from_films(best_model, films, mu_water_per_mm, chosen)
-    return out
+        calibrated[patient] = levelled_to_views(
+            levelled, geometry, mu_water_per_mm, chosen
+        )
+    return calibrated
 
 
 def score_reprojections(
