@@ -8,7 +8,6 @@ pipeline's outputs: each test stands alone and fails alone.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -44,13 +43,7 @@ PATIENTS = [f"p{i:02d}" for i in range(6)]
 SPLIT = {"train": PATIENTS[:3], "val": PATIENTS[3:4], "test": PATIENTS[4:]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Two cores are shared by the whole suite."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from ct_pipeline.metrics import to_unit
 from ct_pipeline.pipelines.predict.nodes import calibrate_radiographs
 from ct_pipeline.radiographs import (
     NO_SCATTER,
+    Film,
     ScatterModel,
     calibrate,
     level_films,
@@ -162,15 +164,21 @@ class _KnowsTheBody(torch.nn.Module):
         return {"volume": unit[None, None]}
 
 
-@pytest.mark.parametrize("added", [NO_SCATTER, ScatterModel(0.5, 72.0)])
-def test_the_estimate_picks_the_halo_the_films_hold(added, tmp_path):
+def _films_with_halo(added: ScatterModel, tmp_path: Path) -> list[Film]:
+    """The phantom's films at ANGLES, each with ``added``'s halo, written as
+    DICOM DX and read back."""
     clean = np.stack([render(a) for a in ANGLES])
-    films = [
+    return [
         read_film(write_dx(tmp_path / f"{angle:g}.dcm", p, angle))
         for angle, p in zip(
             ANGLES, _with_halo(clean, added, MODEL.pixel_mm), strict=True
         )
     ]
+
+
+@pytest.mark.parametrize("added", [NO_SCATTER, ScatterModel(0.5, 72.0)])
+def test_the_estimate_picks_the_halo_the_films_hold(added, tmp_path):
+    films = _films_with_halo(added, tmp_path)
     chosen, scores = _estimate(films)
     assert chosen == added
     # None and 5 fractions x 3 widths; once a halo is chosen, the
@@ -253,13 +261,7 @@ def test_the_estimate_finds_a_halo_between_the_grids_values(tmp_path):
     # 0.8 / 90 mm: between the grid's 0.7 and 1.0 and its 72 and 108 mm,
     # where taking out a grid value would leave a loss of several dB.
     added = ScatterModel(0.8, 90.0)
-    clean = np.stack([render(a) for a in ANGLES])
-    films = [
-        read_film(write_dx(tmp_path / f"{angle:g}.dcm", p, angle))
-        for angle, p in zip(
-            ANGLES, _with_halo(clean, added, MODEL.pixel_mm), strict=True
-        )
-    ]
+    films = _films_with_halo(added, tmp_path)
     chosen, _ = _estimate(films)
     assert chosen.fraction == pytest.approx(added.fraction, rel=0.1)
     assert chosen.sigma_mm == pytest.approx(added.sigma_mm, rel=0.1)

@@ -33,13 +33,7 @@ def data():
     return make_patients(11)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The machine's two cores are shared; the in-process runs take one.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

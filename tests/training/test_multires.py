@@ -40,12 +40,7 @@ def data():
     return make_patients(6, size=SIZE)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def schedule_config(tmp_path, **changes):
