@@ -5,10 +5,10 @@ against the data and the model (``stages``); build data, model, optimiser and
 schedule (``setup``) at the stage the run is at; resume if a checkpoint of
 the same setup exists (``state``); then per epoch (rebuilt at each switch of
 stage), per optimiser step, a visible loop over the micro-batches of gradient
-accumulation (AMP, clipping), then validate, checkpoint and log. Running sums stay on the device and are reduced across
-ranks once per epoch; the one host sync a step is the non-finite check, whose
-value also feeds the progress bar. Every rank runs this; rank 0 alone writes
-files and talks to the sink.
+accumulation (AMP, clipping), then validate, checkpoint and log. Running sums
+stay on the device and are reduced across ranks once per epoch; the one host
+sync a step is the non-finite check, whose value also feeds the progress bar.
+Every rank runs this; rank 0 alone writes files and talks to the sink.
 """
 
 from __future__ import annotations
