@@ -3,9 +3,13 @@ upsampled beside models trained at the fine grid.
 
     python benchmarks/resolution_check.py BUNDLE.pt [BUNDLE.pt ...]
         --data DIR=SIZE [--data DIR=SIZE ...] --fine-size 64
-        [--real-ct] [--shipped-patients N] [--out results.jsonl]
+        [--real-ct] [--first-stages] [--shipped-patients N] [--out results.jsonl]
         [--figure comparison.png] [--labels "32^3 upsampled,schedule,..."]
 
+``--first-stages``: a bundle trained through a resolution schedule is also
+scored by its first stage's network alone (frozen inside it since that
+stage ended), fed the fine data set's views binned to its detector: the
+coarse volume upsampled that the later stages correct.
 Each ``--data`` names a project data folder (``data/`` of a ``drr`` run) and
 the cube size its DRR sets and cubes were made for. A bundle is run on the
 views of the data set that matches its grid, on the test patients of that
@@ -36,6 +40,7 @@ from matplotlib.figure import Figure
 
 from ct_pipeline.ct import CTVolume, load_ct, preprocess_ct
 from ct_pipeline.datasets import DRRSetDataset
+from ct_pipeline.drr import DRRSet
 from ct_pipeline.evaluation.figures import (
     CT_DISPLAY_WINDOW_HU,
     SLICE_EDGES,
@@ -45,6 +50,7 @@ from ct_pipeline.evaluation.figures import (
 from ct_pipeline.evaluation.realct import installed_chest_ct, prepare_case
 from ct_pipeline.inference import ModelBundle, Refinement, reconstruct
 from ct_pipeline.metrics import evaluate_volume, to_hu, to_unit
+from ct_pipeline.training.resolution import bin_views
 
 # A drawn case: its name -> the truth, then each bundle's network volume (HU,
 # fine grid).
@@ -59,6 +65,38 @@ def upsampled(unit: np.ndarray, size: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(unit, dtype=np.float32))[None, None]
     out = F.interpolate(t, size=(size,) * 3, mode="trilinear", align_corners=False)
     return out[0, 0].numpy()
+
+
+def first_stage(bundle: ModelBundle) -> tuple[ModelBundle, int]:
+    """The network of a scheduled bundle's first stage alone (frozen inside
+    it since that stage ended), as a bundle for its own coarser grid, and
+    the factor from that grid to the bundle's."""
+    factor = bundle.stage_bins[0]
+    prefix = "coarse." * (len(bundle.stage_bins) - 1)
+    weights = {
+        name[len(prefix) :]: weight
+        for name, weight in bundle.state_dict.items()
+        if name.startswith(prefix) and not name[len(prefix) :].startswith("coarse.")
+    }
+    return replace(
+        bundle,
+        state_dict=weights,
+        geometry=bundle.geometry.binned(factor),
+        grid=bundle.grid.coarsened(factor),
+        stage_bins=(1,),
+    ), factor
+
+
+def binned(views: DRRSet, factor: int) -> DRRSet:
+    """The views read out in ``factor`` x ``factor`` blocks of pixels (the
+    samples a coarse stage trains on)."""
+    projections = bin_views(torch.from_numpy(views.projections), factor).numpy()
+    return replace(
+        views,
+        projections=projections,
+        geometry=views.geometry.binned(factor),
+        mirrored_projections=None,
+    )
 
 
 def scores(
@@ -114,6 +152,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--figure", default=None)
     parser.add_argument("--labels", default=None)
+    parser.add_argument("--first-stages", action="store_true")
     args = parser.parse_args()
     data = {int(s): Path(d) for d, s in (item.split("=") for item in args.data)}
     fine = data[args.fine_size]
@@ -122,22 +161,30 @@ def main() -> None:
     truths = {p: load_ct(fine / f"03_primary/ct/{p}.nii.gz") for p in test}
     real_ct = load_ct(installed_chest_ct()) if args.real_ct else None
     drawn: Drawn = {}
+    # (label, bundle, binning of the fine data set's views it is fed)
+    runs: list[tuple[str, ModelBundle, int]] = []
     for path in args.bundles:
-        start = time.perf_counter()
         bundle = ModelBundle.load(path)
+        if args.first_stages and len(bundle.stage_bins) > 1:
+            coarse, factor = first_stage(bundle)
+            runs.append((f"{path}#first-stage", coarse, factor))
+        runs.append((path, bundle, 1))
+    for path, bundle, factor in runs:
+        start = time.perf_counter()
         network = bundle.network()
-        size = bundle.grid.size
+        size = bundle.grid.size * factor
         per_patient = []
         shipped = len(test) if args.shipped_patients is None else args.shipped_patients
         for i, p in enumerate(test):
             views = DRRSetDataset(str(data[size] / f"04_feature/drr/{p}.npz")).load()
+            views = binned(views, factor) if factor > 1 else views
             draw = p if args.figure and i == 0 else None
             per_patient.append(
                 scores(bundle, network, views, truths[p], i < shipped, drawn, draw)
             )
         row = {
             "bundle": path,
-            "grid": size,
+            "grid": bundle.grid.size,
             "fine": args.fine_size,
             "patients": len(test),
         }

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from tiny_project import TinyProject, make_tiny_project
+from training_fixtures import one_torch_thread
 
 # Fixtures that start a Kedro project or spawn training ranks: every test
 # that uses one is end to end, so `make test-fast` (-m "not slow") skips it
@@ -29,10 +29,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def one_thread() -> Iterator[None]:
     """Torch on one thread for the test: the machine's two cores are shared
     by the whole suite, and the in-process runs take one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from ct_pipeline.inference import (
     total_variation,
 )
 from ct_pipeline.metrics import psnr_3d, to_unit
-from ct_pipeline.models import build_model
+from ct_pipeline.models import build_cascade, build_model
 
 GEOMETRY = Geometry(sad_mm=1000, sdd_mm=1500, detector_px=(32, 32), pixel_mm=18.0)
 GRID = CubeGrid(16, 24.0)
@@ -188,6 +188,28 @@ def test_bundle_records_the_split_and_older_bundles_load_without_one():
     old = bundle.to_dict()
     del old["split"]
     assert ModelBundle.from_dict(old).split is None
+
+
+def test_a_scheduled_bundle_rebuilds_its_stages_and_older_bundles_hold_one():
+    bundle = dataclasses.replace(_bundle(Refinement()), stage_bins=(2, 1))
+    coarse = build_model("tiny", GEOMETRY.binned(2), GRID.coarsened(2), 2)
+    network = build_cascade(
+        lambda geometry, grid: build_model("tiny", geometry, grid, 2),
+        GEOMETRY,
+        GRID,
+        (2, 1),
+        2,
+    )
+    network.coarse.load_state_dict(coarse.state_dict())
+    bundle = dataclasses.replace(bundle, state_dict=network.state_dict())
+    loaded = ModelBundle.from_dict(bundle.to_dict())
+    assert loaded.stage_bins == (2, 1)
+    rebuilt = loaded.network()
+    for name, weight in network.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], weight), name
+    old = _bundle(Refinement()).to_dict()
+    del old["stage_bins"]
+    assert ModelBundle.from_dict(old).stage_bins == (1,)
 
 
 def test_a_truncated_bundle_file_is_named(tmp_path):

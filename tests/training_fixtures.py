@@ -8,7 +8,8 @@ module and name, and each spawned rank imports this module to rebuild them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -86,6 +87,18 @@ def saved_patients(
         drr_file.save(drr_sets[pid])
         drr_loaders[pid] = drr_file.load
     return ct_loaders, drr_loaders
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread inside: runs compared with each other must sum in
+    the same order (the ``one_thread`` fixture; module fixtures use this)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def make_config(checkpoint_dir: Path, **changes: object) -> TrainConfig:

@@ -28,7 +28,7 @@ from ct_pipeline.drr import DRRSet, Geometry
 from ct_pipeline.drr.physics import hu_to_mu
 from ct_pipeline.drr.projector import project
 from ct_pipeline.metrics import ncc, psnr_3d, to_hu
-from ct_pipeline.models import build_model, count_parameters
+from ct_pipeline.models import build_cascade, build_model, count_parameters
 from ct_pipeline.radiographs import (
     NO_SCATTER,
     Film,
@@ -126,6 +126,9 @@ class ModelBundle:
             trained and selected on, so that an evaluation never scores a
             patient they have seen; None in bundles written before it was
             recorded.
+        stage_bins: The resolution schedule's bins, coarse to fine, ending at
+            1 (``build_cascade``): (1,) for a network trained at ``grid``
+            alone.
     """
 
     state_dict: Mapping[str, torch.Tensor]
@@ -139,6 +142,7 @@ class ModelBundle:
     refinement: Refinement = Refinement()
     dataset_id: str | None = None
     split: Mapping[str, tuple[str, ...]] | None = None
+    stage_bins: tuple[int, ...] = (1,)
 
     @property
     def num_views(self) -> int:
@@ -159,8 +163,14 @@ class ModelBundle:
 
     def network(self) -> nn.Module:
         """The trained network, in eval mode on the CPU."""
-        network = build_model(
-            self.model, self.geometry, self.grid, self.num_views, **self.model_overrides
+        network = build_cascade(
+            lambda geometry, grid: build_model(
+                self.model, geometry, grid, self.num_views, **self.model_overrides
+            ),
+            self.geometry,
+            self.grid,
+            self.stage_bins,
+            self.num_views,
         )
         network.load_state_dict(self.state_dict)
         return network.eval()
@@ -182,6 +192,7 @@ class ModelBundle:
             "split": None
             if self.split is None
             else {part: list(ids) for part, ids in self.split.items()},
+            "stage_bins": list(self.stage_bins),
         }
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -233,6 +244,8 @@ class ModelBundle:
             split=None
             if data.get("split") is None
             else {part: tuple(ids) for part, ids in data["split"].items()},
+            # Bundles written before schedules existed hold one network.
+            stage_bins=tuple(int(b) for b in data.get("stage_bins", (1,))),
         )
 
 

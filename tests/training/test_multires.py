@@ -8,10 +8,13 @@ import weakref
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
+from ct_pipeline.models import build_cascade
+from ct_pipeline.models.cascade import FineStage
 from ct_pipeline.training import ReconstructionDataset, train_model
 from ct_pipeline.training.checkpoint import load_checkpoint, run_directory
 from ct_pipeline.training.job import Place, TrainJob, build_model_from_config
@@ -19,7 +22,7 @@ from ct_pipeline.training.loop import train_epoch
 from ct_pipeline.training.setup import build_parts, data_signature
 from ct_pipeline.training.stages import check_schedule
 from ct_pipeline.training.state import next_stage, training_state
-from training_fixtures import CrashAfter, make_config, make_patients
+from training_fixtures import CrashAfter, make_config, make_patients, one_torch_thread
 
 # The data set's cube; at bin 2, 16^3: the tiny model's floor (a multiple of
 # 8) above the 11 voxels per side validation's 3-D SSIM needs.
@@ -28,9 +31,6 @@ SPLIT = {
     "train": [f"patient_{i:02d}" for i in range(4)],
     "val": ["patient_04", "patient_05"],
 }
-# The tiny model with a Swin window of 2: its position-bias tables keep their
-# shape at both grids (the default window of 4 does not: tested below).
-WINDOW_2 = {"model_overrides": {"window": 2}}
 TWO_STAGES = [{"bin": 2, "epochs": 2}, {"bin": 1, "epochs": 2}]
 CPU = Place(0, 1, torch.device("cpu"))
 
@@ -45,7 +45,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def schedule_config(tmp_path, **changes):
     return make_config(
-        tmp_path, epochs=4, **{"resolution_schedule": TWO_STAGES, **WINDOW_2, **changes}
+        tmp_path, epochs=4, **{"resolution_schedule": TWO_STAGES, **changes}
     )
 
 
@@ -67,7 +67,7 @@ class RecordingSink:
 
 
 @pytest.mark.parametrize("adversarial", [0.0, 0.1], ids=["plain", "adversarial"])
-def test_the_switch_carries_every_weight_and_the_optimiser_to_the_fine_grid(
+def test_the_switch_freezes_the_coarse_model_under_a_correction_that_starts_at_zero(
     data, tmp_path, adversarial
 ):
     volumes, drr_sets = data
@@ -83,23 +83,36 @@ def test_the_switch_carries_every_weight_and_the_optimiser_to_the_fine_grid(
     assert coarse.train_set.sample_grid == CubeGrid(SIZE // 2, 24.0)
     assert fine.train_set.sample_geometry.detector_px == (SIZE, SIZE)
     assert coarse.train_set.sample_geometry.detector_px == (SIZE // 2, SIZE // 2)
-    assert fine.module is not coarse.module
+    assert isinstance(fine.module, FineStage) and fine.module.factor == 2
     assert fine.module.grid.size == SIZE and coarse.module.grid.size == SIZE // 2
-    coarse_weights = dict(coarse.module.named_parameters())
-    assert [n for n, _ in fine.module.named_parameters()] == list(coarse_weights)
-    for name, weight in fine.module.named_parameters():
-        assert torch.equal(weight, coarse_weights[name]), name
-    # Adam's moments and the LR schedule go on from where the coarse stage left them.
-    old, new = coarse.optimizer.state_dict(), fine.optimizer.state_dict()
-    for index, moments in old["state"].items():
-        for key, value in moments.items():
-            assert torch.equal(new["state"][index][key], value), (index, key)
+    # The coarse stage's network, every weight as it left it, frozen.
+    trained = coarse.module.state_dict()
+    frozen = fine.module.coarse.state_dict()
+    assert list(frozen) == list(trained)
+    for name, weight in frozen.items():
+        assert torch.equal(weight, trained[name]), name
+    assert not any(p.requires_grad for p in fine.module.coarse.parameters())
+    # The optimiser holds the correction's weights alone; the LR schedule
+    # goes on where the coarse stage left it.
+    own = [p for n, p in fine.module.named_parameters() if not n.startswith("coarse.")]
+    assert [id(p) for p in fine.optimizer.param_groups[0]["params"]] == [
+        id(p) for p in own
+    ]
     assert fine.scheduler.last_epoch == coarse.scheduler.last_epoch == 1
-    assert (
-        fine.optimizer.param_groups[0]["lr"] == coarse.optimizer.param_groups[0]["lr"]
-    )
+    factor = fine.scheduler.lr_lambdas[0](1)
+    assert fine.optimizer.param_groups[0]["lr"] == pytest.approx(job.config.lr * factor)
+    # At the switch the fine model is the coarse one upsampled, exactly.
+    views, _ = next(iter(fine.loader))
+    coarse.module.eval(), fine.module.eval()
+    with torch.no_grad():
+        expected = F.interpolate(
+            coarse.module(F.avg_pool2d(views, 2), coarse.angles)["volume"],
+            scale_factor=2,
+            mode="trilinear",
+        ).clamp(0, 1)
+        torch.testing.assert_close(fine.module(views, fine.angles)["volume"], expected)
 
-    if adversarial:  # the critic too: rebuilt at the fine grid, its weights carried
+    if adversarial:  # the critic: rebuilt at the fine grid, its weights carried
         critic, coarse_critic = fine.adversary.module, coarse.adversary.module
         assert critic.back_projection.grid.size == SIZE
         assert coarse_critic.back_projection.grid.size == SIZE // 2
@@ -111,9 +124,16 @@ def test_the_switch_carries_every_weight_and_the_optimiser_to_the_fine_grid(
             == coarse.adversary.optimizer.state_dict()["state"].keys()
         )
 
+    before = {n: p.detach().clone() for n, p in fine.module.named_parameters()}
     record = train_epoch(fine, fine.module, None, job.config, CPU, 2)
     assert math.isfinite(record["train/loss"]) and record["resolution"] == SIZE
     assert fine.scheduler.last_epoch == 2
+    # One step: the correction's zero head has had a gradient (the layers
+    # behind it only weight decay); the coarse network none.
+    after = dict(fine.module.named_parameters())
+    changed = {n for n, w in before.items() if not torch.equal(after[n], w)}
+    assert "correction.head.weight" in changed
+    assert not any(name.startswith("coarse.") for name in changed)
 
 
 def test_the_coarse_stage_is_let_go_before_the_fine_one_is_built(
@@ -135,9 +155,7 @@ def test_the_coarse_stage_is_let_go_before_the_fine_one_is_built(
     monkeypatch.setattr("ct_pipeline.training.loop.build_parts", build)
     monkeypatch.setattr("ct_pipeline.training.loop.next_stage", switch)
     schedule = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
-    config = make_config(
-        tmp_path, resolution_schedule=schedule, validate_every=2, **WINDOW_2
-    )
+    config = make_config(tmp_path, resolution_schedule=schedule, validate_every=2)
     result = train_model(volumes, drr_sets, SPLIT, config)
     assert [h["resolution"] for h in result.history] == [16.0, 32.0]
 
@@ -148,7 +166,8 @@ def straight(data, tmp_path_factory):
     volumes, drr_sets = data
     sink = RecordingSink()
     config = schedule_config(tmp_path_factory.mktemp("straight"))
-    return train_model(volumes, drr_sets, SPLIT, config, sink), sink
+    with one_torch_thread():  # as the tests that compare their runs with it
+        return train_model(volumes, drr_sets, SPLIT, config, sink), sink
 
 
 def test_a_run_goes_through_the_stages_and_keeps_a_final_stage_epoch(straight):
@@ -159,8 +178,13 @@ def test_a_run_goes_through_the_stages_and_keeps_a_final_stage_epoch(straight):
     assert result.best_epoch in (3, 4)
     assert result.grid == CubeGrid(SIZE, 12.0)
     assert result.geometry.detector_px == (SIZE, SIZE)
-    model = build_model_from_config(
-        make_config(".", **WINDOW_2), result.geometry, result.grid
+    config = make_config(".")
+    model = build_cascade(
+        lambda geometry, grid: build_model_from_config(config, geometry, grid),
+        result.geometry,
+        result.grid,
+        [2, 1],
+        2,
     )
     model.load_state_dict(result.best_state_dict)
     best = load_checkpoint(result.checkpoint_paths["best"])
@@ -186,7 +210,7 @@ def test_a_coarse_epoch_is_never_kept_even_when_it_scores_higher(
 
     monkeypatch.setattr("ct_pipeline.training.loop.validate", scores)
     schedule = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
-    config = make_config(tmp_path, resolution_schedule=schedule, **WINDOW_2)
+    config = make_config(tmp_path, resolution_schedule=schedule)
     result = train_model(volumes, drr_sets, SPLIT, config)
     assert [h["resolution"] for h in result.history] == [16.0, 32.0]
     assert [h["val/psnr_3d"] for h in result.history] == [40.0, 20.0]
@@ -218,7 +242,7 @@ def test_resume_across_the_switch_ends_as_an_uninterrupted_run(
 def test_another_schedule_never_reuses_a_checkpoint(data, tmp_path):
     volumes, drr_sets = data
     configs = [
-        make_config(tmp_path, epochs=4, **WINDOW_2),
+        make_config(tmp_path, epochs=4),
         schedule_config(tmp_path),
         schedule_config(
             tmp_path,
@@ -234,7 +258,7 @@ def test_another_schedule_never_reuses_a_checkpoint(data, tmp_path):
 def test_two_ranks_agree_through_the_switch_and_match_one_process(data, tmp_path):
     volumes, drr_sets = data
     schedule = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
-    common = {"resolution_schedule": schedule, **WINDOW_2}
+    common = {"resolution_schedule": schedule}
     two = make_config(tmp_path / "two", world_size=2, batch_size_per_device=2, **common)
     ddp = train_model(volumes, drr_sets, SPLIT, two)
     single = train_model(
@@ -242,24 +266,25 @@ def test_two_ranks_agree_through_the_switch_and_match_one_process(data, tmp_path
     )
     assert ddp.max_rank_weight_diff == 0.0
     assert [h["resolution"] for h in ddp.history] == [16.0, 32.0]
+    # Adam divides by the gradient's size: where it is near 0, the ranks'
+    # averaged float sum and one process's differ by a step (seen: 4e-5 on
+    # one weight of 1728).
     for name, weight in ddp.best_state_dict.items():
         torch.testing.assert_close(
-            weight, single.best_state_dict[name], rtol=1e-4, atol=1e-5, msg=name
+            weight, single.best_state_dict[name], rtol=1e-4, atol=1e-4, msg=name
         )
 
 
-def test_a_schedule_the_model_cannot_follow_is_refused_before_anything_is_written(
+def test_a_schedule_the_data_cannot_follow_is_refused_before_anything_is_written(
     data, tmp_path
 ):
     volumes, drr_sets = data
-    # The default window of 4 shrinks to the 2^3 bottleneck of a 16^3 grid.
-    config = make_config(
-        tmp_path / "checkpoints", epochs=4, resolution_schedule=TWO_STAGES
-    )
+    # The 32^3 cube binned 4 times: 8^3, too small for validation's 3-D SSIM.
+    stages = [{"bin": 4, "epochs": 2}, {"bin": 1, "epochs": 2}]
+    config = make_config(tmp_path / "checkpoints", epochs=4, resolution_schedule=stages)
     with pytest.raises(
         ValueError,
-        match=r"train.resolution_schedule stage bin 2 \(16\^3 cube, 16 x 16 detector\)"
-        r".*bias_table \(27, 2\) against \(343, 2\).*model_overrides.window",
+        match=r"train.resolution_schedule stage bin 4: the 32\^3 cube becomes 8\^3",
     ):
         train_model(volumes, drr_sets, SPLIT, config)
     assert not (tmp_path / "checkpoints").exists()
@@ -279,7 +304,7 @@ def test_each_stage_must_suit_the_data_and_the_model(
     tmp_path, schedule, grid, detector, message
 ):
     stages = [{"bin": b, "epochs": 1} for b in schedule]
-    config = make_config(tmp_path, resolution_schedule=stages, **WINDOW_2)
+    config = make_config(tmp_path, resolution_schedule=stages)
     with pytest.raises(
         ValueError, match="train.resolution_schedule stage bin"
     ) as error:
@@ -292,7 +317,6 @@ def test_each_stage_must_suit_the_data_and_the_model(
 def test_bp_unet_is_checked_at_its_own_multiple(tmp_path):
     stages = [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}]
     config = make_config(tmp_path, model="bp_unet", resolution_schedule=stages)
-    # 16^3, where the hybrid's default Swin window refuses (above), suits it.
     check_schedule(
         config,
         build_model_from_config,
@@ -334,8 +358,8 @@ def test_a_layer_that_cannot_take_a_stage_is_reported_as_the_schedules(tmp_path)
 
 
 def test_the_critics_weights_are_checked_too(tmp_path, monkeypatch):
-    # The critic's own (convolutions, norms) do not depend on the grid; one
-    # whose did must be refused like the model's.
+    # The critic passes its weights from grid to grid; its own (convolutions,
+    # norms) do not depend on the grid, one whose did must be refused.
     monkeypatch.setattr(
         "ct_pipeline.training.stages.build_critic",
         lambda geometry, grid: nn.Linear(grid.size, 1),
@@ -344,7 +368,6 @@ def test_the_critics_weights_are_checked_too(tmp_path, monkeypatch):
         tmp_path,
         resolution_schedule=[{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}],
         loss_weights={"adversarial": 0.1},
-        **WINDOW_2,
     )
     with pytest.raises(
         ValueError, match=r"stage bin 2 .*the coarse critic.*weight \(1, 16\)"

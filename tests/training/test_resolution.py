@@ -40,6 +40,10 @@ def config(**changes: object) -> TrainConfig:
         ([{"bin": 2, "epochs": 3}, {"bin": 2, "epochs": 1}], "from coarse to fine"),
         ([{"bin": 4, "epochs": 2}, {"bin": 2, "epochs": 2}], r"must end .* \(bin 1\)"),
         (
+            [{"bin": 6, "epochs": 1}, {"bin": 4, "epochs": 2}, {"bin": 1, "epochs": 1}],
+            r"multiple of the next one's .*\[6, 4, 1\]",
+        ),
+        (
             [{"bin": 2, "epochs": 3}, {"bin": 1, "epochs": 3}],
             "epochs add up to 6 but train.epochs is 4",
         ),

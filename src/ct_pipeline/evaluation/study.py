@@ -50,7 +50,17 @@ L1_SSIM_ONLY = {
 }
 # The adversarial row: X2CT-GAN-scale weight beside the six terms.
 STUDY_ADVERSARIAL_WEIGHT = 0.01
-COMPONENTS = ("full", *COMPONENT_SWITCHES, "loss_l1_ssim", "adversarial")
+# The resolution row: the same epochs, the first three quarters on the cube
+# binned 2 times per side, the rest training a correction at the full grid.
+COARSE_TO_FINE = "coarse_to_fine"
+COARSE_TO_FINE_FINE_FRACTION = 0.25
+COMPONENTS = (
+    "full",
+    *COMPONENT_SWITCHES,
+    "loss_l1_ssim",
+    "adversarial",
+    COARSE_TO_FINE,
+)
 # Columns of both tables, in order.
 COLUMNS = (
     "variant",
@@ -81,6 +91,9 @@ class Variant:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     loss_weights: dict[str, float] | None = None
     epochs: int | None = None  # None: the base config's
+    # The share of the epochs trained at the full grid after a coarse stage
+    # at bin 2 (train.resolution_schedule); None: the base config's schedule.
+    fine_fraction: float | None = None
 
     def run_name(self, seed: int) -> str:
         return f"study/{self.name}-{self.num_views}v-s{seed}"
@@ -88,6 +101,14 @@ class Variant:
     def config(self, base: TrainConfig, seed: int, checkpoint_dir: str) -> TrainConfig:
         """The base config with only this variant's fields (and the seed) changed."""
         overrides = {**base.model_overrides, **self.model_overrides}
+        epochs = self.epochs or base.epochs
+        schedule = base.resolution_schedule
+        if self.fine_fraction is not None:
+            fine = max(1, round(epochs * self.fine_fraction))
+            schedule = [
+                {"bin": 2, "epochs": epochs - fine},
+                {"bin": 1, "epochs": fine},
+            ]
         return base.replace(
             model=self.model,
             model_overrides={} if self.model == BP_UNET else overrides,
@@ -96,7 +117,8 @@ class Variant:
             loss_weights=self.loss_weights
             if self.loss_weights is not None
             else base.loss_weights,
-            epochs=self.epochs or base.epochs,
+            epochs=epochs,
+            resolution_schedule=schedule,
             seed=seed,
             checkpoint_dir=checkpoint_dir,
         )
@@ -138,6 +160,12 @@ def component_variants(
             variants.append(Variant("hybrid", model, num_views))
         elif name == "loss_l1_ssim":
             variants.append(Variant(name, model, num_views, loss_weights=L1_SSIM_ONLY))
+        elif name == COARSE_TO_FINE:
+            variants.append(
+                Variant(
+                    name, model, num_views, fine_fraction=COARSE_TO_FINE_FINE_FRACTION
+                )
+            )
         elif name == "adversarial":
             weights = {**DEFAULT_WEIGHTS, ADVERSARIAL: STUDY_ADVERSARIAL_WEIGHT}
             variants.append(Variant(name, model, num_views, loss_weights=weights))

@@ -1,6 +1,8 @@
 """Reconstruction networks: the hybrid CNN-ViT, its ablations and the CNN-only
-U-Net baseline. ``build_model(name, geometry, grid, num_views, **overrides)``."""
+U-Net baseline. ``build_model(name, geometry, grid, num_views, **overrides)``;
+``build_cascade`` chains one over the stages of a resolution schedule."""
 
+from ct_pipeline.models.cascade import build_cascade
 from ct_pipeline.models.configs import (
     CONFIGS,
     ModelConfig,
@@ -17,6 +19,7 @@ __all__ = [
     "ModelOutput",
     "ReconstructionNet",
     "attention_maps",
+    "build_cascade",
     "build_model",
     "count_parameters",
     "get_config",

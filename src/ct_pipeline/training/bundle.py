@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from ct_pipeline.inference import ModelBundle, Refinement
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import TrainResult
+from ct_pipeline.training.resolution import schedule_stages
 
 
 def trained_bundle(
@@ -32,4 +33,8 @@ def trained_bundle(
         refinement=refinement,
         dataset_id=dataset_id,
         split={part: tuple(ids) for part, ids in split.items()},
+        stage_bins=tuple(
+            stage.bin
+            for stage in schedule_stages(config.resolution_schedule, config.epochs)
+        ),
     )

@@ -22,6 +22,9 @@ BACKENDS = ("auto", "nccl", "gloo")
 DEVICES = ("auto", "cpu", "cuda")
 # The adversarial term's key in loss_weights (training/adversarial.py).
 ADVERSARIAL = "adversarial"
+# What a resolution schedule's later stages train (models/cascade.py): a
+# correction on top of the previous stage's network, frozen and upsampled.
+FINE_STAGE = "upsampled-correction"
 # Fields that never change the weights: where files go, which hardware runs,
 # and how long a rank may wait. Everything else (model, views, target, loss,
 # seed, optimiser, schedule, epochs, validation cadence, which picks the best
@@ -244,6 +247,11 @@ class TrainConfig:
             }
         if identity["resolution_schedule"] is None:  # likewise: folders keep their hash
             del identity["resolution_schedule"]
+        else:
+            # Fine stages once rebuilt the whole network at the finer grid;
+            # they now add a correction to the frozen coarse network (the
+            # weights differ in kind), so no checkpoint of the old kind resumes.
+            identity["fine_stage"] = FINE_STAGE
         return identity
 
     def identity_hash(self, data_signature: Mapping[str, Any]) -> str:

@@ -68,9 +68,11 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
     stages = schedule_stages(config.resolution_schedule, config.epochs)
     run_dir = run_directory(config, data_signature(data, job.split, job.dataset_id))
     checkpoint = read_resumable(run_dir, config, place)
-    # A finished run (nothing left to train) is at the final stage.
-    start = min(checkpoint["epoch"] + 1 if checkpoint else 1, config.epochs)
-    parts = build_parts(job, place, bin_at(stages, start))
+    # Built at the stage of the epoch the checkpoint ended, whose weights it
+    # holds: a run resumed at a switch switches in the loop, as it would have.
+    parts = build_parts(
+        job, place, bin_at(stages, checkpoint["epoch"] if checkpoint else 1)
+    )
     state = resume(parts, checkpoint, run_dir)
     model, ddp = wrap(parts.module, config.compile, place)
     this_run = job.sink.run_id if job.sink is not None else None
@@ -103,8 +105,10 @@ def run_training(job: TrainJob, place: Place) -> TrainResult | None:
             model, ddp = wrap(parts.module, config.compile, place)
             if place.is_main:
                 logger.info(
-                    "epoch %d: the model continues at %d^3 voxels (bin %d)",
+                    "epoch %d: the bin %d model, frozen, is upsampled to %d^3 "
+                    "voxels (bin %d), where a correction network trains",
                     epoch,
+                    from_bin,
                     parts.train_set.sample_grid.size,
                     binning,
                 )

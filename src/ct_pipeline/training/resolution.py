@@ -66,6 +66,11 @@ def parse_schedule(value: Sequence[Mapping[str, Any]], epochs: int) -> list[Stag
             f"{KEY} must go from coarse to fine: bins falling from stage to "
             f"stage, got {bins}"
         )
+    if any(coarse % fine for coarse, fine in zip(bins, bins[1:], strict=False)):
+        raise ValueError(
+            f"{KEY}: each stage's bin must be a multiple of the next one's (a "
+            f"stage upsamples the one before by a whole factor), got {bins}"
+        )
     if bins[-1] != 1:
         raise ValueError(
             f"{KEY} must end on the data set's own grid (bin 1), got {bins}: the "

@@ -15,6 +15,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ct_pipeline.ct.grid import CubeGrid
+from ct_pipeline.drr.geometry import Geometry
+from ct_pipeline.models import build_cascade
 from ct_pipeline.models.memory import enable_activation_checkpointing
 from ct_pipeline.training.adversarial import Adversary, build_adversary
 from ct_pipeline.training.augment import Augmentation
@@ -107,7 +110,7 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
     # seeds, which nothing uses; shuffling and augmentation have their own.
     torch.manual_seed(config.seed)
     geometry, grid = train_set.sample_geometry, train_set.sample_grid
-    module = job.model_factory(config, geometry, grid).to(device)
+    module = stage_model(job, binning, geometry, grid).to(device)
     if config.activation_checkpointing:
         enable_activation_checkpointing(module)
     loss_fn = job.loss_factory(config).to(device)
@@ -116,8 +119,12 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
     adversary = build_adversary(config, geometry, grid, place)
     # Fused: one kernel over all parameters instead of a loop over ~260
     # tensors (CPU and CUDA alike); 6.7 -> 1.8 ms a step for `small` on CPU.
+    # Only the stage's own weights: a later stage's coarse network is frozen.
     optimizer = torch.optim.AdamW(
-        module.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
+        [p for p in module.parameters() if p.requires_grad],
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        fused=True,
     )
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     stages = schedule_stages(config.resolution_schedule, config.epochs)
@@ -143,6 +150,25 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast=autocast,
+    )
+
+
+def stage_model(
+    job: TrainJob, binning: int, geometry: Geometry, grid: CubeGrid
+) -> nn.Module:
+    """The network of the stage of ``binning`` for its ``geometry`` and
+    ``grid``: the model itself at the schedule's first stage (or without a
+    schedule), else the stages up to it chained (``build_cascade``)."""
+    config = job.config
+    stages = schedule_stages(config.resolution_schedule, config.epochs)
+    bins = [stage.bin for stage in stages]
+    upto = [b // binning for b in bins[: bins.index(binning) + 1]]
+    return build_cascade(
+        lambda g, c: job.model_factory(config, g, c),
+        geometry,
+        grid,
+        upto,
+        len(config.angles),
     )
 
 

@@ -1,11 +1,11 @@
 """The stages of the resolution schedule against the model and the data:
 checked before training starts, and the weights checked at every carry-over.
 
-A stage's model is the same network built for a coarser grid and detector;
-its weights pass to the next stage's by name. That works only where no
-weight's shape depends on the grid: a Swin window shrinks to a level smaller
-than it, and its position-bias table with it, so a schedule that takes a
-Swin level below the window is refused here, before anything runs.
+The first stage's network is the model built for a coarser grid and
+detector; each later stage keeps the one before, frozen, and adds a
+correction at its own grid (``models/cascade.py``), so no weight of the
+model passes between grids. The critic of the adversarial term does: it is
+the same network at every stage, its weights passed by name and shape.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import nn
 from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.metrics import SSIM_WINDOW
+from ct_pipeline.models import build_cascade
 from ct_pipeline.training.adversarial import adversarial_weight, build_critic
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import ModelFactory
@@ -55,10 +56,11 @@ def check_schedule(
     geometry: Geometry,
 ) -> None:
     """Raises, naming ``train.resolution_schedule``, unless every stage's bin
-    divides the data set's cube (``grid``) and detector, the model builds and
-    runs at that grid and detector (the critic builds there), each with the
-    weights of the final stage's, and the cube keeps the side validation's
-    3-D SSIM needs.
+    divides the data set's cube (``grid``) and detector, each stage's network
+    (the model at the first stage's grid and detector, then a correction per
+    later stage, ``build_cascade``) builds and runs there, the critic builds
+    there with the weights of the final stage's, and the cube keeps the side
+    validation's 3-D SSIM needs.
 
     Built and run on PyTorch's meta device: shapes only, no memory, no data.
     """
@@ -67,67 +69,57 @@ def check_schedule(
     if bins == [1]:
         return
     angles = torch.tensor(config.angles)
-    network, critic = _stage_models(config, model_factory, grid, geometry)
-    for factor in bins[:-1]:
+    final_critic = _critic(config, grid, geometry)
+    for index, factor in enumerate(bins):
         where = f"{KEY} stage bin {factor}"
         try:
-            coarse_grid = grid.coarsened(factor)
-            coarse_geometry = geometry.binned(factor)
+            stage_grid = grid.coarsened(factor)
+            stage_geometry = geometry.binned(factor)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
-        if coarse_grid.size < SSIM_WINDOW:
+        if stage_grid.size < SSIM_WINDOW:
             raise ValueError(
-                f"{where}: the {grid.size}^3 cube becomes {coarse_grid.size}^3, "
+                f"{where}: the {grid.size}^3 cube becomes {stage_grid.size}^3, "
                 f"smaller than the {SSIM_WINDOW} voxels per side validation's "
                 "3-D SSIM needs; use a smaller bin"
             )
-        rows, cols = coarse_geometry.detector_px
-        stage = f"{where} ({coarse_grid.size}^3 cube, {rows} x {cols} detector)"
+        rows, cols = stage_geometry.detector_px
+        stage = f"{where} ({stage_grid.size}^3 cube, {rows} x {cols} detector)"
         try:
-            coarse, coarse_critic = _stage_models(
-                config, model_factory, coarse_grid, coarse_geometry
-            )
-            coarse(torch.zeros(1, len(angles), rows, cols, device="meta"), angles)
+            with torch.device("meta"):
+                network = build_cascade(
+                    lambda g, c: model_factory(config, g, c),
+                    stage_geometry,
+                    stage_grid,
+                    [b // factor for b in bins[: index + 1]],
+                    len(config.angles),
+                )
+            network(torch.zeros(1, len(angles), rows, cols, device="meta"), angles)
+            critic = _critic(config, stage_grid, stage_geometry)
         except NotImplementedError:
             raise  # an operation the meta device lacks: not the schedule's fault
         except (ValueError, RuntimeError) as error:
             # The model's own checks raise ValueError; a layer that cannot
-            # take the coarse shapes, RuntimeError. The cause stays chained
+            # take the stage's shapes, RuntimeError. The cause stays chained
             # for whoever must tell a bug from a schedule the model refuses.
             raise ValueError(f"{stage}: {error}") from error
-        for name, fine_module, coarse_module in (
-            ("model", network, coarse),
-            ("critic", critic, coarse_critic),
-        ):
-            if fine_module is None or coarse_module is None:
-                continue
+        if critic is not None and final_critic is not None:
             try:
                 check_same_weights(
-                    fine_module.state_dict(),
-                    coarse_module.state_dict(),
-                    f"the coarse {name}",
+                    final_critic.state_dict(), critic.state_dict(), "the coarse critic"
                 )
             except ValueError as error:
                 raise ValueError(
-                    f"{stage}: {error}. Weights pass from stage to stage by name "
-                    "and shape, so none may depend on the grid; a Swin window "
-                    "wider than a level of the coarse grid shrinks to it (its "
-                    "position-bias table with it): use a smaller bin, or a "
-                    "smaller train.model_overrides.window"
+                    f"{stage}: {error}. The critic's weights pass from stage to "
+                    "stage by name and shape, so none may depend on the grid"
                 ) from None
 
 
-def _stage_models(
-    config: TrainConfig,
-    model_factory: ModelFactory,
-    grid: CubeGrid,
-    geometry: Geometry,
-) -> tuple[nn.Module, nn.Module | None]:
-    """The network and, with the adversarial term on, the critic of one stage,
-    on the meta device."""
+def _critic(
+    config: TrainConfig, grid: CubeGrid, geometry: Geometry
+) -> nn.Module | None:
+    """With the adversarial term on, the critic of one stage on the meta device."""
+    if adversarial_weight(config) <= 0:
+        return None
     with torch.device("meta"):
-        network = model_factory(config, geometry, grid)
-        critic = (
-            build_critic(geometry, grid) if adversarial_weight(config) > 0 else None
-        )
-    return network, critic
+        return build_critic(geometry, grid)

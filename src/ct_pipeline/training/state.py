@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ct_pipeline.training.checkpoint import (
     BEST,
@@ -122,6 +123,13 @@ def load_training_state(parts: Parts, saved: Mapping[str, Any], source: str) -> 
     parts.module.load_state_dict(saved["model"])
     # By position: the same names in the same order (checked above).
     parts.optimizer.load_state_dict(saved["optimizer"])
+    _load_schedule_and_critic(parts, saved, source)
+
+
+def _load_schedule_and_critic(
+    parts: Parts, saved: Mapping[str, Any], source: str
+) -> None:
+    """The LR schedule, the loss scaler and the critic of ``saved``."""
     parts.scheduler.load_state_dict(saved["scheduler"])
     if saved["scaler"] is not None:
         parts.scaler.load_state_dict(saved["scaler"])
@@ -137,11 +145,29 @@ def next_stage(
     carried: Mapping[str, Any], from_bin: int, job: TrainJob, place: Place, binning: int
 ) -> Parts:
     """The parts of the stage of ``binning`` (data, model and critic at its
-    grid and detector), with every weight, the optimiser's state and the LR
-    schedule of ``carried``, the ``training_state`` of the stage of
-    ``from_bin``: the switch is a resume at the new stage."""
+    grid and detector) continuing ``carried``, the ``training_state`` of the
+    stage of ``from_bin``: its network becomes the new stage's frozen coarse
+    network, weights unchanged; the LR schedule, the loss scaler and the
+    critic carry on. The optimiser starts afresh on the new stage's
+    correction, the only weights that train from here."""
     stage = build_parts(job, place, binning)
-    load_training_state(stage, carried, f"the bin {from_bin} stage's model")
+    source = f"the bin {from_bin} stage's model"
+    coarse = stage.module.coarse
+    if not isinstance(coarse, nn.Module):
+        raise TypeError(f"the bin {binning} stage's model has no coarse network")
+    check_same_weights(coarse.state_dict(), carried["model"], source)
+    coarse.load_state_dict(carried["model"])
+    _load_schedule_and_critic(stage, carried, source)
+    # A fresh optimiser holds the rate of step 0: set the one the schedule
+    # has reached, as a loaded optimiser state would have.
+    scheduler = stage.scheduler
+    for group, base, factor in zip(
+        stage.optimizer.param_groups,
+        scheduler.base_lrs,
+        scheduler.lr_lambdas,
+        strict=True,
+    ):
+        group["lr"] = base * factor(scheduler.last_epoch)
     return stage
 
 
