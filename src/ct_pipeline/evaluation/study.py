@@ -216,7 +216,7 @@ def run_variant(
         "train_s": round(train_s, 1),
         "epochs": config.epochs,
         "best_epoch": result.best_epoch,
-        "n_parameters": count_parameters(network),
+        "n_parameters": count_parameters(network, trainable_only=False),
     }
 
 

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ct_pipeline.models.cascade import check_chained
+
 KEY = "train.resolution_schedule"
 # Each epoch's record (and MLflow metric): voxels per side of the grid it
 # trained on, which tells a coarse stage's epochs from the data set's own.
@@ -66,11 +68,10 @@ def parse_schedule(value: Sequence[Mapping[str, Any]], epochs: int) -> list[Stag
             f"{KEY} must go from coarse to fine: bins falling from stage to "
             f"stage, got {bins}"
         )
-    if any(coarse % fine for coarse, fine in zip(bins, bins[1:], strict=False)):
-        raise ValueError(
-            f"{KEY}: each stage's bin must be a multiple of the next one's (a "
-            f"stage upsamples the one before by a whole factor), got {bins}"
-        )
+    try:
+        check_chained(bins)
+    except ValueError as error:
+        raise ValueError(f"{KEY}: {error}") from None
     if bins[-1] != 1:
         raise ValueError(
             f"{KEY} must end on the data set's own grid (bin 1), got {bins}: the "
@@ -93,6 +94,13 @@ def schedule_stages(
     if schedule is None:
         return [Stage(1, epochs)]
     return [Stage(stage["bin"], stage["epochs"]) for stage in schedule]
+
+
+def bins_up_to(stages: Sequence[Stage], binning: int) -> list[int]:
+    """The bins of the stages up to the one of ``binning``, relative to its
+    grid (``build_cascade``'s ``bins``): [4, 2, 1] up to bin 2 gives [2, 1]."""
+    bins = [stage.bin for stage in stages]
+    return [b // binning for b in bins[: bins.index(binning) + 1]]
 
 
 def bin_at(stages: Sequence[Stage], epoch: int) -> int:

@@ -23,7 +23,7 @@ from ct_pipeline.training.adversarial import Adversary, build_adversary
 from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.data import ReconstructionDataset
 from ct_pipeline.training.job import Place, TrainJob
-from ct_pipeline.training.resolution import schedule_stages
+from ct_pipeline.training.resolution import bins_up_to, schedule_stages
 
 Sample = tuple[torch.Tensor, torch.Tensor]
 
@@ -104,10 +104,11 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
     steps_per_epoch = math.ceil(micro_per_epoch / config.grad_accum_steps)
 
     # Identical initial weights on every rank and run. Seeded again at every
-    # stage, entered by a switch or by a resume, with no effect on a resumed
-    # run's equality: the global generator draws only initial weights (which
-    # the ones carried over or resumed replace) and the loader's worker
-    # seeds, which nothing uses; shuffling and augmentation have their own.
+    # stage, entered by a switch or by a resume: a correction entered by a
+    # switch starts from the same weights as in a run that was never
+    # interrupted, and a resume replaces them all. The global generator draws
+    # only initial weights and the loader's worker seeds, which nothing uses;
+    # shuffling and augmentation have their own.
     torch.manual_seed(config.seed)
     geometry, grid = train_set.sample_geometry, train_set.sample_grid
     module = stage_model(job, binning, geometry, grid).to(device)
@@ -161,13 +162,11 @@ def stage_model(
     schedule), else the stages up to it chained (``build_cascade``)."""
     config = job.config
     stages = schedule_stages(config.resolution_schedule, config.epochs)
-    bins = [stage.bin for stage in stages]
-    upto = [b // binning for b in bins[: bins.index(binning) + 1]]
     return build_cascade(
         lambda g, c: job.model_factory(config, g, c),
         geometry,
         grid,
-        upto,
+        bins_up_to(stages, binning),
         len(config.angles),
     )
 
@@ -200,10 +199,10 @@ def warmup_cosine(
     ``warmup_steps`` (at most half of a stage of a schedule), then half a
     cosine to 0.
 
-    Each stage of a resolution schedule gets its own cycle: a network carried
-    to a finer grid has much to learn again (its convolutions now span half
-    the millimetres), which the tail of one cosine over every epoch, near 0,
-    would not let it do."""
+    Each stage of a resolution schedule gets its own cycle: a stage's
+    correction starts at zero with a fresh Adam state and has everything to
+    learn, which the tail of one cosine over every epoch, near 0, would not
+    let it do."""
     starts = [sum(stage_steps[:i]) for i in range(len(stage_steps))]
     warmups = [
         warmup_steps if len(stage_steps) == 1 else min(warmup_steps, steps // 2)

@@ -22,7 +22,7 @@ from ct_pipeline.models import build_cascade
 from ct_pipeline.training.adversarial import adversarial_weight, build_critic
 from ct_pipeline.training.config import TrainConfig
 from ct_pipeline.training.job import ModelFactory
-from ct_pipeline.training.resolution import KEY, schedule_stages
+from ct_pipeline.training.resolution import KEY, bins_up_to, schedule_stages
 
 
 def check_same_weights(
@@ -70,7 +70,7 @@ def check_schedule(
         return
     angles = torch.tensor(config.angles)
     final_critic = _critic(config, grid, geometry)
-    for index, factor in enumerate(bins):
+    for factor in bins:
         where = f"{KEY} stage bin {factor}"
         try:
             stage_grid = grid.coarsened(factor)
@@ -91,7 +91,7 @@ def check_schedule(
                     lambda g, c: model_factory(config, g, c),
                     stage_geometry,
                     stage_grid,
-                    [b // factor for b in bins[: index + 1]],
+                    bins_up_to(stages, factor),
                     len(config.angles),
                 )
             network(torch.zeros(1, len(angles), rows, cols, device="meta"), angles)
@@ -103,7 +103,7 @@ def check_schedule(
             # take the stage's shapes, RuntimeError. The cause stays chained
             # for whoever must tell a bug from a schedule the model refuses.
             raise ValueError(f"{stage}: {error}") from error
-        if critic is not None and final_critic is not None:
+        if critic is not None and final_critic is not None and factor != 1:
             try:
                 check_same_weights(
                     final_critic.state_dict(), critic.state_dict(), "the coarse critic"

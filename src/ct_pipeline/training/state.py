@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from ct_pipeline.models.cascade import FineStage
 from ct_pipeline.training.checkpoint import (
     BEST,
     LAST,
@@ -152,9 +152,9 @@ def next_stage(
     correction, the only weights that train from here."""
     stage = build_parts(job, place, binning)
     source = f"the bin {from_bin} stage's model"
-    coarse = stage.module.coarse
-    if not isinstance(coarse, nn.Module):
+    if not isinstance(stage.module, FineStage):
         raise TypeError(f"the bin {binning} stage's model has no coarse network")
+    coarse = stage.module.coarse
     check_same_weights(coarse.state_dict(), carried["model"], source)
     coarse.load_state_dict(carried["model"])
     _load_schedule_and_critic(stage, carried, source)
