@@ -60,6 +60,11 @@ class CorrectionUNet(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(cast(torch.Tensor, self.head.bias))
 
+    def blocks(self) -> list[nn.Module]:
+        """The convolution blocks, whose activations activation checkpointing
+        recomputes (``models/memory.py``)."""
+        return [self.stem, self.down1, self.down2, self.merge2, self.merge1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s0 = self.stem(x)
         s1 = self.down1(s0)

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ct_pipeline.models.cascade import CorrectionUNet
 from ct_pipeline.models.lifting import GeometricLifting
+from ct_pipeline.models.unet3d import UNet3d
 
 # Voxels per lifting chunk: at 128^3 with 8 views of 65 channels a chunk's
 # samples are ~0.5 GB in fp32 instead of 4.4 GB for the whole cube.
@@ -35,17 +37,21 @@ def _recomputed(forward: Callable[..., Any], module: nn.Module) -> Callable[...,
 def enable_activation_checkpointing(
     model: nn.Module, lift_chunk_voxels: int = LIFT_CHUNK_VOXELS
 ) -> nn.Module:
-    """Switch ``model`` (a ReconstructionNet) to chunked lifting and recomputed U-Net blocks.
+    """Switch ``model`` (a ReconstructionNet, or a schedule's chain of them
+    and their corrections) to chunked lifting and recomputed U-Net blocks.
 
     In place; returns the model. The state dict is unchanged (the blocks'
     forward is wrapped, not the blocks), so bundles and checkpoints load the
     same either way.
     """
+    blocks: list[nn.Module] = []
     for module in model.modules():
         if isinstance(module, GeometricLifting):
             module.chunk_voxels = lift_chunk_voxels
-    unet = getattr(model, "unet", None)
-    if unet is not None:
-        for block in [*unet.encoders, *unet.decoders]:
-            block.forward = _recomputed(block.forward, block)
+        elif isinstance(module, UNet3d):
+            blocks += [*module.encoders, *module.decoders]
+        elif isinstance(module, CorrectionUNet):
+            blocks += module.blocks()
+    for block in blocks:
+        block.forward = _recomputed(block.forward, block)
     return model
