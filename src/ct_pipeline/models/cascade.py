@@ -24,7 +24,7 @@ from ct_pipeline.ct.grid import CubeGrid
 from ct_pipeline.drr.geometry import Geometry
 from ct_pipeline.models.blocks import ConvBlock3d, ConvNormAct3d, Pointwise3d
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE
-from ct_pipeline.models.lifting import GeometricLifting
+from ct_pipeline.models.lifting import GeometricLifting, check_views
 from ct_pipeline.models.output import ModelOutput, unit_range
 
 # Channels of the correction U-Net's levels (full, half, quarter resolution):
@@ -119,11 +119,7 @@ class FineStage(nn.Module):
         angles_deg: torch.Tensor,
         return_attention: bool = False,
     ) -> ModelOutput:
-        if views.ndim != 4 or tuple(views.shape[2:]) != self.geometry.detector_px:
-            raise ValueError(
-                f"expected views (B, V, {self.geometry.detector_px[0]}, "
-                f"{self.geometry.detector_px[1]}), got {tuple(views.shape)}"
-            )
+        check_views(views, self.geometry)
         with torch.no_grad():
             coarse = self.coarse(
                 F.avg_pool2d(views, self.factor), angles_deg, return_attention

@@ -20,7 +20,7 @@ from ct_pipeline.models.configs import (
 )
 from ct_pipeline.models.cross_view import CrossViewAttention
 from ct_pipeline.models.encoder2d import LINE_INTEGRAL_SCALE, XrayEncoder2d
-from ct_pipeline.models.lifting import GeometricLifting
+from ct_pipeline.models.lifting import GeometricLifting, check_views
 from ct_pipeline.models.output import ModelOutput, unit_range
 from ct_pipeline.models.swin3d import WindowAttention3d
 from ct_pipeline.models.unet3d import LEVELS, UNet3d
@@ -80,11 +80,7 @@ class ReconstructionNet(nn.Module):
         angles_deg: torch.Tensor,
         return_attention: bool = False,
     ) -> ModelOutput:
-        if views.ndim != 4 or tuple(views.shape[2:]) != self.geometry.detector_px:
-            raise ValueError(
-                f"expected views (B, V, {self.geometry.detector_px[0]}, "
-                f"{self.geometry.detector_px[1]}), got {tuple(views.shape)}"
-            )
+        check_views(views, self.geometry)
         b, v, h, w = views.shape
         if angles_deg.shape != (v,):
             raise ValueError(

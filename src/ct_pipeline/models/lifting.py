@@ -28,6 +28,15 @@ from ct_pipeline.drr.geometry import Geometry, project_points
 from ct_pipeline.models.blocks import Pointwise3d
 
 
+def check_views(views: torch.Tensor, geometry: Geometry) -> None:
+    """Raises unless ``views`` is (B, V, rows, columns) of ``geometry``'s detector."""
+    rows, cols = geometry.detector_px
+    if views.ndim != 4 or tuple(views.shape[2:]) != (rows, cols):
+        raise ValueError(
+            f"expected views (B, V, {rows}, {cols}), got {tuple(views.shape)}"
+        )
+
+
 def voxel_centres_mm(grid: CubeGrid) -> torch.Tensor:
     """(size^3, 3) RAS+ mm offsets of ``grid``'s voxel centres from its centre,
     in (i, j, k) C order."""
