@@ -15,15 +15,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ct_pipeline.ct.grid import CubeGrid
-from ct_pipeline.drr.geometry import Geometry
-from ct_pipeline.models import build_cascade
 from ct_pipeline.models.memory import enable_activation_checkpointing
 from ct_pipeline.training.adversarial import Adversary, build_adversary
 from ct_pipeline.training.augment import Augmentation
 from ct_pipeline.training.data import ReconstructionDataset
 from ct_pipeline.training.job import Place, TrainJob
-from ct_pipeline.training.resolution import bins_up_to, schedule_stages
+from ct_pipeline.training.resolution import schedule_stages
+from ct_pipeline.training.stages import stage_network
 
 Sample = tuple[torch.Tensor, torch.Tensor]
 
@@ -111,7 +109,8 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
     # shuffling and augmentation have their own.
     torch.manual_seed(config.seed)
     geometry, grid = train_set.sample_geometry, train_set.sample_grid
-    module = stage_model(job, binning, geometry, grid).to(device)
+    module = stage_network(config, job.model_factory, geometry, grid, binning)
+    module = module.to(device)
     if config.activation_checkpointing:
         enable_activation_checkpointing(module)
     loss_fn = job.loss_factory(config).to(device)
@@ -151,23 +150,6 @@ def build_parts(job: TrainJob, place: Place, binning: int) -> Parts:
         scheduler=scheduler,
         scaler=torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
         autocast=autocast,
-    )
-
-
-def stage_model(
-    job: TrainJob, binning: int, geometry: Geometry, grid: CubeGrid
-) -> nn.Module:
-    """The network of the stage of ``binning`` for its ``geometry`` and
-    ``grid``: the model itself at the schedule's first stage (or without a
-    schedule), else the stages up to it chained (``build_cascade``)."""
-    config = job.config
-    stages = schedule_stages(config.resolution_schedule, config.epochs)
-    return build_cascade(
-        lambda g, c: job.model_factory(config, g, c),
-        geometry,
-        grid,
-        bins_up_to(stages, binning),
-        len(config.angles),
     )
 
 

@@ -87,12 +87,8 @@ def check_schedule(
         stage = f"{where} ({stage_grid.size}^3 cube, {rows} x {cols} detector)"
         try:
             with torch.device("meta"):
-                network = build_cascade(
-                    lambda g, c: model_factory(config, g, c),
-                    stage_geometry,
-                    stage_grid,
-                    bins_up_to(stages, factor),
-                    len(config.angles),
+                network = stage_network(
+                    config, model_factory, stage_geometry, stage_grid, factor
                 )
             network(torch.zeros(1, len(angles), rows, cols, device="meta"), angles)
             critic = _critic(config, stage_grid, stage_geometry)
@@ -113,6 +109,26 @@ def check_schedule(
                     f"{stage}: {error}. The critic's weights pass from stage to "
                     "stage by name and shape, so none may depend on the grid"
                 ) from None
+
+
+def stage_network(
+    config: TrainConfig,
+    model_factory: ModelFactory,
+    geometry: Geometry,
+    grid: CubeGrid,
+    binning: int,
+) -> nn.Module:
+    """The network of the stage of ``binning``, for that stage's ``geometry``
+    and ``grid``: the model itself at the schedule's first stage (or without
+    a schedule), else the stages up to it chained (``build_cascade``)."""
+    stages = schedule_stages(config.resolution_schedule, config.epochs)
+    return build_cascade(
+        lambda g, c: model_factory(config, g, c),
+        geometry,
+        grid,
+        bins_up_to(stages, binning),
+        len(config.angles),
+    )
 
 
 def _critic(
